@@ -1,0 +1,3 @@
+from amnl.cli import main
+
+main()

@@ -1,0 +1,315 @@
+"""Read and validate NASA C-MAPSS text files (train_FDxxx, test_FDxxx, RUL_FDxxx).
+
+Source of the facts below: Saxena et al., PHM08, and ``../shared/data/README.md``.
+Every check raises :class:`amnl.errors.DataError` naming the file, the line (1-based) and,
+where it applies, the column (1-based, with its name).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amnl.errors import DataError
+
+#: The four sub-datasets and their published sizes (train rows, train units, test rows, test units).
+SUBSETS: dict[str, tuple[int, int, int, int]] = {
+    "FD001": (20631, 100, 13096, 100),
+    "FD002": (53759, 260, 33991, 259),
+    "FD003": (24720, 100, 16596, 100),
+    "FD004": (61249, 249, 41214, 248),
+}
+#: Operating conditions per subset (the 3 settings form 6 clusters in FD002/FD004).
+N_CONDITIONS: dict[str, int] = {"FD001": 1, "FD002": 6, "FD003": 1, "FD004": 6}
+SETTING_COLUMNS = ["setting_1", "setting_2", "setting_3"]
+SENSOR_COLUMNS = [f"s_{i}" for i in range(1, 22)]
+#: The 26 whitespace-separated columns of a train/test file, in order.
+COLUMNS = ["unit", "cycle", *SETTING_COLUMNS, *SENSOR_COLUMNS]
+#: Sensors 1, 5, 6, 10, 16, 18, 19 are constant or near-constant; these 14 carry degradation.
+INFORMATIVE_SENSORS = [f"s_{i}" for i in (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21)]
+
+
+@dataclass(frozen=True)
+class EngineTable:
+    """One train or test file: rows of (unit, cycle, settings, sensors), grouped by unit.
+
+    Attributes:
+        path: where it was read from (for messages).
+        values: float64 array (rows, 26) in :data:`COLUMNS` order.
+    """
+
+    path: str
+    values: np.ndarray
+
+    @property
+    def unit(self) -> np.ndarray:
+        return self.values[:, 0].astype(np.int64)
+
+    @property
+    def cycle(self) -> np.ndarray:
+        return self.values[:, 1].astype(np.int64)
+
+    @property
+    def units(self) -> np.ndarray:
+        """Unit ids in file order, one per engine."""
+        return self.unit[self.starts]
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Row index where each unit begins."""
+        u = self.values[:, 0]
+        return np.flatnonzero(np.r_[True, u[1:] != u[:-1]])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of cycles of each unit."""
+        return np.diff(np.r_[self.starts, len(self.values)])
+
+    def columns(self, names: list[str]) -> np.ndarray:
+        """The named columns as a float64 array (rows, len(names))."""
+        return self.values[:, [COLUMNS.index(n) for n in names]]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A C-MAPSS sub-dataset: training file, and (optionally) test file with its true RUL."""
+
+    name: str
+    train: EngineTable | None
+    test: EngineTable | None = None
+    rul: np.ndarray | None = None
+
+
+def _read_text(path: Path) -> list[str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(path)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", path=str(path)) from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(f"non-ASCII byte 0x{raw[exc.start]:02x}", path=str(path), line=line) from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise DataError("empty file", path=str(path))
+    return lines
+
+
+def _locate_bad_token(lines: list[str], path: str, names: list[str], first_line: int) -> DataError:
+    """Slow path: find the first token that is not a finite number."""
+    for i, line in enumerate(lines, start=first_line):
+        for j, tok in enumerate(line.split(), start=1):
+            try:
+                v = float(tok)
+            except ValueError:
+                return DataError(f"{tok!r} is not a number ({names[j - 1]})", path=path, line=i, column=j)
+            if not np.isfinite(v):
+                return DataError(f"{tok!r} is not a finite number ({names[j - 1]})", path=path, line=i,
+                                 column=j)
+    return DataError("unparseable content", path=path)  # pragma: no cover - caller found one
+
+
+def parse_rows(lines: list[str], path: str, names: list[str] = COLUMNS, *, first_line: int = 1,
+               sep: str | None = None) -> np.ndarray:
+    """Parse whitespace-separated numeric rows, checking the column count of every line.
+
+    Args:
+        lines: text lines without newline characters.
+        path: file name used in messages.
+        names: expected column names (their number is the expected column count).
+        first_line: file line number of ``lines[0]`` (2 when a header precedes the rows).
+        sep: field separator; None splits on whitespace.
+
+    Returns:
+        float64 array (len(lines), len(names)).
+    """
+    n = len(names)
+    if sep is not None:
+        lines = [" ".join(cell.strip() or "<empty>" for cell in line.split(sep)) for line in lines]
+    for i, line in enumerate(lines):
+        got = len(line.split())
+        if got != n:
+            what = "empty line" if got == 0 else f"expected {n} columns, found {got}"
+            raise DataError(what, path=path, line=i + first_line)
+    tokens = " ".join(lines).split()
+    try:
+        values = np.array(tokens, dtype=np.float64).reshape(len(lines), n)
+    except ValueError:
+        raise _locate_bad_token(lines, path, names, first_line) from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise DataError(f"{lines[r].split()[c]!r} is not a finite number ({names[c]})", path=path,
+                        line=int(r) + first_line, column=int(c) + 1)
+    return values
+
+
+def validate_units(values: np.ndarray, path: str, *, cycles_start_at_one: bool = True,
+                   first_line: int = 1) -> None:
+    """Check unit/cycle integrity: integer ids, units in increasing order, cycles step by 1.
+
+    ``values`` holds unit and cycle in its first two columns; ``first_line`` is the file line
+    of row 0.
+    """
+    unit, cycle = values[:, 0], values[:, 1]
+    for col, arr in ((1, unit), (2, cycle)):
+        frac = np.flatnonzero(arr != np.round(arr))
+        if frac.size:
+            r = frac[0]
+            raise DataError(f"{COLUMNS[col - 1]} must be an integer, found {arr[r]!r}", path=path,
+                            line=int(r) + first_line, column=col)
+    new_unit = np.r_[True, unit[1:] != unit[:-1]]
+    # Units must appear in increasing order, each as one contiguous block.
+    back = np.flatnonzero(np.r_[False, unit[1:] < unit[:-1]])
+    if back.size:
+        r = back[0]
+        raise DataError(f"units out of order: unit {int(unit[r])} after unit {int(unit[r - 1])}",
+                        path=path, line=int(r) + first_line, column=1)
+    if cycles_start_at_one:
+        bad_start = np.flatnonzero(new_unit & (cycle != 1))
+        if bad_start.size:
+            r = bad_start[0]
+            raise DataError(f"unit {int(unit[r])} starts at cycle {int(cycle[r])}, expected 1",
+                            path=path, line=int(r) + first_line, column=2)
+    bad_step = np.flatnonzero(~new_unit & (cycle != np.r_[np.nan, cycle[:-1]] + 1))
+    if bad_step.size:
+        r = bad_step[0]
+        raise DataError(f"unit {int(unit[r])}: cycle {int(cycle[r])} follows cycle {int(cycle[r - 1])}, "
+                        "expected a step of 1", path=path, line=int(r) + first_line, column=2)
+
+
+def read_table(path: str | os.PathLike, *, cycles_start_at_one: bool = True) -> EngineTable:
+    """Read and validate a ``train_FDxxx.txt`` / ``test_FDxxx.txt`` file.
+
+    Args:
+        path: the file.
+        cycles_start_at_one: require every unit to start at cycle 1 (true for NASA's files).
+
+    Returns:
+        An :class:`EngineTable`.
+
+    Raises:
+        DataError: wrong column count, non-numeric or NaN/inf value, non-integer unit/cycle,
+            units out of order, cycles not starting at 1 or not stepping by 1, empty file.
+
+    Example:
+        >>> t = read_table("../shared/data/CMAPSS/train_FD001.txt")  # doctest: +SKIP
+        >>> t.values.shape, len(t.units)
+        ((20631, 26), 100)
+    """
+    p = Path(path)
+    lines = _read_text(p)
+    values = parse_rows(lines, str(p))
+    validate_units(values, str(p), cycles_start_at_one=cycles_start_at_one)
+    return EngineTable(str(p), values)
+
+
+def read_rul(path: str | os.PathLike, n_units: int | None = None) -> np.ndarray:
+    """Read ``RUL_FDxxx.txt``: one non-negative integer per line, for test units 1..N in order.
+
+    Args:
+        path: the file.
+        n_units: number of test units; a different line count is an error.
+
+    Returns:
+        int64 array (N,).
+    """
+    p = Path(path)
+    lines = _read_text(p)
+    values = parse_rows(lines, str(p), names=["rul"])[:, 0]
+    for r, v in enumerate(values):
+        if v != round(v) or v < 0:
+            raise DataError(f"RUL must be a non-negative integer, found {lines[r].strip()!r}",
+                            path=str(p), line=r + 1, column=1)
+    if n_units is not None and len(values) != n_units:
+        raise DataError(f"{len(values)} RUL values for {n_units} test units", path=str(p))
+    return values.astype(np.int64)
+
+
+def subset_files(data_dir: str | os.PathLike, name: str) -> dict[str, Path]:
+    """Paths of the three files of a subset (``train``, ``test``, ``rul``)."""
+    name = check_subset_name(name)
+    d = Path(data_dir)
+    return {"train": d / f"train_{name}.txt", "test": d / f"test_{name}.txt",
+            "rul": d / f"RUL_{name}.txt"}
+
+
+def check_subset_name(name: str) -> str:
+    """Normalise ``fd001``/``FD001``/``1`` to ``FD001``; reject anything else."""
+    n = str(name).upper()
+    if n.isdigit():
+        n = f"FD{int(n):03d}"
+    if n not in SUBSETS:
+        raise DataError(f"unknown subset {name!r}; choose one of {', '.join(SUBSETS)}")
+    return n
+
+
+def load_subset(data_dir: str | os.PathLike, name: str, *, train: bool = True,
+                test: bool = True) -> Subset:
+    """Read a sub-dataset's files. Training code passes ``test=False`` and never opens test files.
+
+    Args:
+        data_dir: folder holding the 12 C-MAPSS files.
+        name: ``FD001`` .. ``FD004``.
+        train: read ``train_FDxxx.txt``.
+        test: read ``test_FDxxx.txt`` and ``RUL_FDxxx.txt`` (checked against the test unit count).
+    """
+    name = check_subset_name(name)
+    files = subset_files(data_dir, name)
+    tr = read_table(files["train"]) if train else None
+    te = rul = None
+    if test:
+        te = read_table(files["test"])
+        units = te.units
+        if not np.array_equal(units, np.arange(1, len(units) + 1)):
+            raise DataError("test units must be numbered 1..N to match the RUL file",
+                            path=str(files["test"]))
+        rul = read_rul(files["rul"], n_units=len(units))
+    return Subset(name, tr, te, rul)
+
+
+def read_histories(path: str | os.PathLike, required: list[str] | None = None) -> EngineTable:
+    """Read sensor histories to predict on: C-MAPSS text format, or CSV with named columns.
+
+    A CSV needs a header naming at least ``unit``, ``cycle``, the three settings and the
+    ``required`` sensors; other columns are ignored. Cycles need not start at 1 (a recent
+    history is fine) but must step by 1 within a unit.
+
+    Args:
+        path: the file (``.csv`` or any file whose first line contains a comma is CSV).
+        required: column names the model needs, for the CSV check.
+
+    Returns:
+        An :class:`EngineTable` with all 26 columns (absent, unused sensors are 0).
+    """
+    p = Path(path)
+    lines = _read_text(p)
+    if not (p.suffix.lower() == ".csv" or "," in lines[0]):
+        values = parse_rows(lines, str(p))
+        validate_units(values, str(p), cycles_start_at_one=False)
+        return EngineTable(str(p), values)
+    header = [h.strip() for h in lines[0].split(",")]
+    needed = ["unit", "cycle", *SETTING_COLUMNS, *(required or [])]
+    missing = [c for c in dict.fromkeys(needed) if c not in header]
+    if missing:
+        raise DataError(f"CSV header lacks column(s) {', '.join(missing)}", path=str(p), line=1)
+    if len(lines) < 2:
+        raise DataError("CSV has a header but no rows", path=str(p))
+    raw = parse_rows(lines[1:], str(p), header, first_line=2, sep=",")
+    values = np.zeros((len(raw), len(COLUMNS)))
+    for j, name in enumerate(header):
+        if name in COLUMNS:
+            values[:, COLUMNS.index(name)] = raw[:, j]
+    validate_units(values, str(p), cycles_start_at_one=False, first_line=2)
+    return EngineTable(str(p), values)

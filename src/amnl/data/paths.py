@@ -1,0 +1,34 @@
+"""Where the C-MAPSS files live: explicit argument > ``AMNL_DATA_DIR`` > user cache directory.
+
+Nothing is resolved or created at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "AMNL_DATA_DIR"
+
+
+def default_cache_dir() -> Path:
+    """The per-user cache folder for downloaded data (``$XDG_CACHE_HOME/amnl/CMAPSS``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "amnl" / "CMAPSS"
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Return the folder to read C-MAPSS from.
+
+    Args:
+        data_dir: an explicit folder; wins over everything else.
+
+    Returns:
+        ``data_dir`` if given, else ``$AMNL_DATA_DIR`` if set, else :func:`default_cache_dir`.
+    """
+    if data_dir is not None:
+        return Path(data_dir)
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return default_cache_dir()

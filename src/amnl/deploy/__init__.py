@@ -1,0 +1,1 @@
+"""Stage 6: everything after training (prediction, export, profiling)."""

@@ -1,0 +1,59 @@
+"""One evaluation routine for every engine and precision (torch FP32/BF16/FP16/INT8, ONNX).
+
+An engine is any callable ``predict(x) -> (rul (N,), probabilities (N, 3))`` over windows
+``x`` float32 (N, W, F); the numbers are comparable by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from amnl.data.cmapss import Subset
+from amnl.evaluate.metrics import health_metrics, rmse, rul_metrics
+from amnl.features.pipeline import Preprocessor, Windows
+
+PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def score_windows(predict: PredictFn, windows: Windows, prefix: str = "") -> dict[str, float]:
+    """RUL and health metrics of ``predict`` on labelled windows."""
+    rul, prob = predict(windows.arrays())
+    out = {**rul_metrics(rul, windows.rul), **health_metrics(prob.argmax(1), windows.health)}
+    return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+@dataclass
+class TestReport:
+    """Result of the last-window test protocol on one subset."""
+
+    metrics: dict[str, float]
+    unit: np.ndarray
+    true_rul: np.ndarray
+    """Capped true RUL after the last cycle of each test engine."""
+    pred_rul: np.ndarray
+    probabilities: np.ndarray
+
+
+def evaluate_test(predict: PredictFn, pre: Preprocessor, subset: Subset, *,
+                  all_windows: bool = True) -> TestReport:
+    """Score on the official test set: one prediction per engine from its last window.
+
+    Metrics: ``rmse``, ``mae``, ``nasa``, ``nasa_mean``, health accuracy / macro-F1 (truth
+    capped at the RUL cap); ``rmse_raw`` against the uncapped truth; and, as secondary figures,
+    ``all_windows_rmse`` over every test window (labels = capped RUL at that cycle).
+    """
+    if subset.test is None or subset.rul is None:
+        raise ValueError(f"{subset.name}: test file and RUL file are needed for evaluation")
+    last = pre.windows(subset.test, last_only=True, rul_after_end=subset.rul)
+    rul, prob = predict(last.arrays())
+    metrics = {**rul_metrics(rul, last.rul), **health_metrics(prob.argmax(1), last.health),
+               "rmse_raw": rmse(rul, subset.rul), "n_engines": len(last)}
+    if all_windows:
+        every = pre.windows(subset.test, rul_after_end=subset.rul)
+        metrics["all_windows_rmse"] = score_windows(predict, every)["rmse"]
+        metrics["n_windows"] = len(every)
+    return TestReport(metrics, last.unit, last.rul, rul, prob)
+

@@ -1,0 +1,54 @@
+"""Per-engine CSV and plot of a test evaluation."""
+
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from amnl.evaluate.evaluate import TestReport
+from amnl.features.labels import HEALTH_CLASSES
+
+logger = logging.getLogger(__name__)
+CSV_FILE = "predictions.csv"
+PLOT_FILE = "predictions.png"
+
+
+def write_report(report: TestReport, out_dir: str | Path, title: str) -> list[Path]:
+    """Write ``predictions.csv`` (unit, true RUL, predicted RUL, health class, probabilities)
+    and ``predictions.png`` (predicted vs true RUL per engine, sorted by true RUL).
+
+    The plot needs matplotlib (``pip install amnl[plot]``); without it only the CSV is written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / CSV_FILE]
+    with open(out / CSV_FILE, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["unit", "true_rul", "pred_rul", "health", *[f"p_{c}" for c in HEALTH_CLASSES]])
+        for u, t, p, prob in zip(report.unit, report.true_rul, report.pred_rul, report.probabilities):
+            w.writerow([int(u), f"{t:g}", f"{p:.3f}", HEALTH_CLASSES[int(np.argmax(prob))],
+                        *[f"{v:.5f}" for v in prob]])
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed (pip install 'amnl[plot]'): no plot written")
+        return written
+    order = np.argsort(report.true_rul, kind="stable")
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(report.true_rul[order], "k-", label="true RUL (capped)")
+    ax.plot(report.pred_rul[order], "o", ms=3, color="tab:red", label="predicted RUL")
+    m = report.metrics
+    ax.set(xlabel="test engine (sorted by true RUL)", ylabel="RUL (cycles)",
+           title=f"{title}: RMSE {m['rmse']:.2f}, NASA {m['nasa']:.0f}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / PLOT_FILE, dpi=120)
+    plt.close(fig)
+    written.append(out / PLOT_FILE)
+    return written

@@ -1,0 +1,162 @@
+"""The fitted preprocessing that travels with a model: feature selection, regimes, scaling.
+
+State is saved as plain arrays (``preprocess.npz``) plus JSON metadata, never as a pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from amnl.config import DataConfig
+from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
+from amnl.features.conditions import OperatingConditions
+from amnl.features.labels import health_labels
+from amnl.features.scaling import ConditionScaler
+from amnl.features.windows import window_index
+
+
+@dataclass
+class Windows:
+    """Model-ready data of one split: scaled rows plus window index maps and labels.
+
+    Attributes:
+        x: float32 (rows, features) scaled features of all engines.
+        index: int64 (n_windows, window) rows of each window (see :mod:`amnl.features.windows`).
+        unit: int64 (n_windows,) engine id of each window.
+        rul: float32 (n_windows,) capped RUL at the window's last cycle (NaN when unknown).
+        health: int64 (n_windows,) health class (-1 when unknown).
+    """
+
+    x: np.ndarray
+    index: np.ndarray
+    unit: np.ndarray
+    rul: np.ndarray
+    health: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def arrays(self) -> np.ndarray:
+        """The windows materialised: float32 (n_windows, window, features)."""
+        return self.x[self.index]
+
+
+class Preprocessor:
+    """Select features, find operating regimes and z-score per regime (scikit-learn contract).
+
+    Args:
+        config: the data settings (feature set, clusters, window, RUL cap, health thresholds).
+
+    Attributes:
+        conditions_: fitted :class:`OperatingConditions`.
+        scaler_: fitted :class:`ConditionScaler`.
+
+    Example:
+        >>> pre = Preprocessor(DataConfig()).fit(train_table)  # doctest: +SKIP
+        >>> w = pre.windows(train_table)  # all training windows
+        >>> w.arrays().shape
+        (17731, 30, 14)
+    """
+
+    STATE_FILE = "preprocess.npz"
+    META_FILE = "preprocess.json"
+
+    def __init__(self, config: DataConfig | None = None) -> None:
+        self.config = config or DataConfig()
+
+    @property
+    def feature_names(self) -> list[str]:
+        extra = SETTING_COLUMNS if self.config.use_settings else []
+        return [*extra, *INFORMATIVE_SENSORS]
+
+    def fit(self, table: EngineTable, units: np.ndarray | None = None) -> Preprocessor:
+        """Learn regimes and per-regime statistics from training engines only.
+
+        Args:
+            table: a training file.
+            units: restrict fitting to these unit ids (the training part of a validation split).
+        """
+        rows = np.ones(len(table), bool) if units is None else np.isin(table.unit, units)
+        settings = table.columns(SETTING_COLUMNS)[rows]
+        self.conditions_ = OperatingConditions(self.config.n_clusters).fit(settings)
+        cond = self.conditions_.predict(settings)
+        x = table.columns(self.feature_names)[rows]
+        self.scaler_ = ConditionScaler().fit(x, cond, self.conditions_.n_conditions_)
+        return self
+
+    def transform(self, table: EngineTable) -> np.ndarray:
+        """Scaled features of every row, float32 (rows, n_features)."""
+        if not hasattr(self, "scaler_"):
+            raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
+        cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
+        return self.scaler_.transform(table.columns(self.feature_names), cond)
+
+    def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
+                last_only: bool = False, rul_after_end: np.ndarray | None = None) -> Windows:
+        """Scaled windows and labels of a file.
+
+        Args:
+            table: a train or test file.
+            units: keep only these unit ids.
+            last_only: one window per engine at its last cycle (test protocol).
+            rul_after_end: for test files, the true RUL after each engine's last cycle
+                (``RUL_FDxxx``); training files are run to failure, so this is 0.
+
+        Returns:
+            A :class:`Windows`.
+        """
+        x = self.transform(table)
+        starts, lengths, unit_ids = table.starts, table.lengths, table.units
+        if units is not None:
+            keep = np.isin(unit_ids, units)
+            starts, lengths, unit_ids = starts[keep], lengths[keep], unit_ids[keep]
+            if rul_after_end is not None:
+                rul_after_end = np.asarray(rul_after_end)[keep]
+        index = window_index(starts, lengths, self.config.window, last_only=last_only)
+        ends = index[:, -1]
+        owner = np.searchsorted(starts, ends, side="right") - 1
+        unit = unit_ids[owner]
+        if rul_after_end is None and last_only:
+            rul = np.full(len(index), np.nan, np.float32)
+        else:
+            offset = np.zeros(len(starts)) if rul_after_end is None else np.asarray(rul_after_end)
+            last_row = starts + lengths - 1
+            raw = (last_row[owner] - ends) + offset[owner]
+            rul = np.minimum(raw, self.config.rul_cap).astype(np.float32)
+        health = np.where(np.isnan(rul), -1, health_labels(np.nan_to_num(rul),
+                                                            self.config.health_thresholds))
+        return Windows(x, index, unit.astype(np.int64), rul, health.astype(np.int64))
+
+    def split_units(self, table: EngineTable) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded engine-level split of a training file into (train units, validation units)."""
+        units = table.units
+        rng = np.random.default_rng(self.config.split_seed)
+        n_val = int(round(self.config.val_fraction * len(units)))
+        val = np.sort(rng.choice(units, size=n_val, replace=False)) if n_val else units[:0]
+        return np.setdiff1d(units, val), val
+
+    # -- persistence -------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> None:
+        d = Path(directory)
+        np.savez(d / self.STATE_FILE, **{f"conditions_{k}": v for k, v in
+                                          self.conditions_.get_state().items()},
+                 **{f"scaler_{k}": v for k, v in self.scaler_.get_state().items()})
+        meta = {"features": self.feature_names, "n_conditions": self.conditions_.n_conditions_}
+        (d / self.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, config: DataConfig) -> Preprocessor:
+        d = Path(directory)
+        with np.load(d / cls.STATE_FILE, allow_pickle=False) as z:
+            state = dict(z)
+        obj = cls(config)
+        obj.conditions_ = OperatingConditions.from_state(
+            {k[len("conditions_"):]: v for k, v in state.items() if k.startswith("conditions_")})
+        obj.scaler_ = ConditionScaler.from_state(
+            {k[len("scaler_"):]: v for k, v in state.items() if k.startswith("scaler_")})
+        return obj
+

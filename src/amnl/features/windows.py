@@ -1,0 +1,48 @@
+"""Sliding windows as index maps into one (rows, features) array: no per-window copies.
+
+A window of length W ending at row e of an engine that starts at row s covers rows
+max(s, e-W+1) .. e; positions before s repeat row s (front padding, spec decision).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Window length (spec section 1); profiling also reports 50.
+WINDOW = 30
+
+
+def window_index(starts: np.ndarray, lengths: np.ndarray, window: int = WINDOW, *,
+                 last_only: bool = False, stride: int = 1) -> np.ndarray:
+    """Row indices of every window, int64 (n_windows, window).
+
+    Args:
+        starts: first row of each engine.
+        lengths: cycles of each engine.
+        window: window length W.
+        last_only: one window per engine, ending at its last cycle (test protocol).
+        stride: step between window ends for training windows. Engines shorter than W give a
+            single padded window ending at their last cycle.
+
+    Example:
+        >>> window_index(np.array([0]), np.array([3]), window=4, last_only=True)
+        array([[0, 0, 1, 2]])
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if last_only:
+        ends = starts + lengths - 1
+        owner = starts
+    else:
+        first_end = np.minimum(window, lengths) - 1  # offset of first full (or only) window end
+        counts = (lengths - 1 - first_end) // stride + 1
+        owner = np.repeat(starts, counts)
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        ends = owner + np.repeat(first_end, counts) + within * stride
+    idx = ends[:, None] - (window - 1) + np.arange(window)[None, :]
+    return np.maximum(idx, owner[:, None])
+
+
+def gather(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Materialise windows: (n_windows, window, features) from (rows, features)."""
+    return x[index]

@@ -1,0 +1,1 @@
+"""Stage 4: losses, the training loop and the run directory."""

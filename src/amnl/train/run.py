@@ -1,0 +1,104 @@
+"""Train AMNL on one C-MAPSS subset and write a run directory (see :mod:`amnl.train.checkpoint`).
+
+The test files are never opened here: validation engines come from the training file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amnl.config import RunConfig
+from amnl.data.cmapss import load_subset
+from amnl.evaluate.evaluate import score_windows
+from amnl.features.dataset import make_loaders
+from amnl.features.pipeline import Preprocessor
+from amnl.model.inference import predict_windows
+from amnl.model.network import AMNL
+from amnl.train.checkpoint import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, save_weights
+from amnl.train.losses import create_loss
+from amnl.train.trainer import CHECKPOINT_FILE, fit
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
+              progress: bool = True, device: str = "cpu") -> dict:
+    """Fit preprocessing on training engines, train, and write the run directory.
+
+    Args:
+        config: the run settings (written resolved to ``config.json``).
+        data_dir: folder of the C-MAPSS files (only ``train_FDxxx.txt`` is read).
+        out_dir: the run directory (created).
+        resume: continue an interrupted run in ``out_dir`` (its ``config.json`` wins).
+
+    Returns:
+        The final summary written to ``metrics.json``.
+    """
+    out = Path(out_dir)
+    if resume:
+        if not (out / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT_FILE})")
+        config = RunConfig.load(out / CONFIG_FILE)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in ("metrics.jsonl", SUMMARY_FILE, CHECKPOINT_FILE):
+            (out / stale).unlink(missing_ok=True)
+    tc = config.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    seed_everything(tc.seed)
+
+    subset = load_subset(data_dir, config.data.subset, test=False)
+    pre = Preprocessor(config.data)
+    train_units, val_units = pre.split_units(subset.train)
+    pre.fit(subset.train, units=train_units)
+    train_w = pre.windows(subset.train, units=train_units)
+    val_w = pre.windows(subset.train, units=val_units)
+    logger.info("%s: %d train windows (%d engines), %d validation windows (%d engines)",
+                config.data.subset, len(train_w), len(train_units), len(val_w), len(val_units))
+    config.save(out / CONFIG_FILE)
+    pre.save(out)
+
+    batches, _ = make_loaders(train_w, val_w, tc.batch_size, seed=tc.seed,
+                              max_train_windows=tc.max_train_windows)
+    model = AMNL(config.model)
+    shared = [*model.cnn.parameters(), *model.lstm.parameters(), *model.attention.parameters(),
+              *model.funnel.parameters()]
+    loss_fn = create_loss(tc.loss, shared)
+    model.grad_checkpoint = tc.grad_checkpoint
+
+    def validate(m):
+        return score_windows(lambda x: predict_windows(m, x, device=device), val_w, prefix="val_")
+
+    result = fit(model, loss_fn, batches, validate, tc, out, device=device, resume=resume,
+                 progress=progress, on_best=lambda m: save_weights(m, out / WEIGHTS_FILE))
+    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = next(e for e in epochs if e["epoch"] == result.best_epoch) if result.best_epoch else {}
+    summary = {
+        "subset": config.data.subset, "loss": tc.loss, "seed": tc.seed,
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stopped_early": result.stopped_early, "interrupted": result.interrupted,
+        **{k: v for k, v in best.items() if k.startswith("val_")},
+        "train_windows": len(train_w), "val_windows": len(val_w),
+        "val_units": val_units.tolist(),
+        "seconds": round(result.seconds, 1),
+        "mean_epoch_seconds": round(float(np.mean([e["epoch_seconds"] for e in epochs])), 1)
+        if epochs else None,
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
+                   f" torch {torch.__version__}",
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
