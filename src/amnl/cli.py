@@ -37,12 +37,10 @@ def _run(fn, *args, **kwargs):
         raise _fail(str(exc)) from None
 
 
-try:  # data sub-commands live in their own module
-    from amnl._cli_data import data_app
+from amnl import _cli_export, _cli_profile  # noqa: E402  (command groups in their own modules)
+from amnl._cli_data import data_app  # noqa: E402
 
-    app.add_typer(data_app, name="data")
-except ImportError:  # pragma: no cover - only while the module is being written
-    pass
+app.add_typer(data_app, name="data")
 
 
 @app.command()
@@ -188,6 +186,10 @@ def predict(
         w = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
         w.writeheader()
         w.writerows(records)
+
+
+_cli_profile.register(app)
+_cli_export.register(app)
 
 
 def main() -> None:

@@ -46,10 +46,12 @@ class EngineTable:
 
     @property
     def unit(self) -> np.ndarray:
+        """Unit id of every row, int64."""
         return self.values[:, 0].astype(np.int64)
 
     @property
     def cycle(self) -> np.ndarray:
+        """Cycle of every row, int64."""
         return self.values[:, 1].astype(np.int64)
 
     @property
@@ -167,7 +169,7 @@ def validate_units(values: np.ndarray, path: str, *, cycles_start_at_one: bool =
         frac = np.flatnonzero(arr != np.round(arr))
         if frac.size:
             r = frac[0]
-            raise DataError(f"{COLUMNS[col - 1]} must be an integer, found {arr[r]!r}", path=path,
+            raise DataError(f"{COLUMNS[col - 1]} must be an integer, found {arr[r]:g}", path=path,
                             line=int(r) + first_line, column=col)
     new_unit = np.r_[True, unit[1:] != unit[:-1]]
     # Units must appear in increasing order, each as one contiguous block.
@@ -233,7 +235,9 @@ def read_rul(path: str | os.PathLike, n_units: int | None = None) -> np.ndarray:
             raise DataError(f"RUL must be a non-negative integer, found {lines[r].strip()!r}",
                             path=str(p), line=r + 1, column=1)
     if n_units is not None and len(values) != n_units:
-        raise DataError(f"{len(values)} RUL values for {n_units} test units", path=str(p))
+        # Point at the first line that is missing, or the first one too many.
+        raise DataError(f"{len(values)} RUL values for {n_units} test units", path=str(p),
+                        line=min(len(values), n_units) + 1)
     return values.astype(np.int64)
 
 

@@ -41,6 +41,10 @@ class OperatingConditions:
 
     def fit(self, settings: np.ndarray) -> OperatingConditions:
         settings = np.asarray(settings, dtype=np.float64)
+        if np.all(np.ptp(settings, axis=0) < self.tol):  # one regime plus noise (FD001/FD003)
+            self.centers_ = settings.mean(axis=0, keepdims=True)
+            self.n_conditions_ = 1
+            return self
         k = min(self.n_clusters, len(np.unique(settings, axis=0)))
         km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit(settings)
         labels = km.labels_
@@ -69,10 +73,12 @@ class OperatingConditions:
         return d.argmin(axis=1)
 
     def get_state(self) -> dict[str, np.ndarray]:
+        """Fitted state as plain arrays (saved in ``preprocess.npz``)."""
         return {"centers": self.centers_}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> OperatingConditions:
+        """Rebuild a fitted object from :meth:`get_state`."""
         obj = cls()
         obj.centers_ = np.asarray(state["centers"], dtype=np.float64)
         obj.n_conditions_ = len(obj.centers_)

@@ -45,10 +45,12 @@ class ConditionScaler:
         return ((x - self.mean_[conditions]) / self.scale_[conditions]).astype(np.float32)
 
     def get_state(self) -> dict[str, np.ndarray]:
+        """Fitted state as plain arrays (saved in ``preprocess.npz``)."""
         return {"mean": self.mean_, "scale": self.scale_}
 
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> ConditionScaler:
+        """Rebuild a fitted scaler from :meth:`get_state`."""
         obj = cls()
         obj.mean_ = np.asarray(state["mean"], dtype=np.float64)
         obj.scale_ = np.asarray(state["scale"], dtype=np.float64)

@@ -1,0 +1,82 @@
+"""``amnl data ...``: fetch and check the C-MAPSS files. Mounted by ``amnl.cli`` as ``data``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from amnl.data.download import URL_ENV_VAR
+from amnl.data.paths import ENV_VAR, resolve_data_dir
+from amnl.errors import AmnlError
+
+data_app = typer.Typer(help="Download and check the NASA C-MAPSS data files.",
+                       no_args_is_help=True)
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help=f"Folder of the 12 C-MAPSS files (default: ${ENV_VAR}, "
+                 "else ~/.cache/amnl/CMAPSS).", show_default=False),
+]
+
+
+def _fail(exc: AmnlError) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@data_app.command()
+def check(data_dir: DataDirOption = None) -> None:
+    """Validate all 12 files and print rows, units, cycles and operating conditions per file."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from amnl.data.check import summarize
+
+    folder = resolve_data_dir(data_dir)
+    try:
+        summaries = summarize(folder)
+    except AmnlError as exc:
+        _fail(exc)
+    table = Table(title=f"C-MAPSS files in {escape(str(folder))}",
+                  caption="min/max: cycles per engine (RUL files: RUL values)")
+    table.add_column("file", no_wrap=True)
+    for name in ("rows", "units", "min", "max", "conditions"):
+        table.add_column(name, justify="right")
+    for s in summaries:
+        table.add_row(s.file, str(s.rows), str(s.units), str(s.min_cycles), str(s.max_cycles),
+                      "-" if s.n_conditions is None else str(s.n_conditions))
+    console = Console()
+    console.print(table)
+    console.print(f"{len(summaries)} files OK")
+
+
+@data_app.command()
+def download(
+    data_dir: DataDirOption = None,
+    url: Annotated[str | None, typer.Option(
+        help=f"Archive URL or local zip (default: ${URL_ENV_VAR}, else NASA, then the Zenodo "
+             "mirror).", show_default=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Download again even if verified files are already there.")] = False,
+) -> None:
+    """Download the public C-MAPSS archive, verify SHA-256 sums, and unpack it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from amnl.data.download import download as fetch
+
+    folder = resolve_data_dir(data_dir)
+    console = Console(stderr=True)
+    try:
+        with Progress("downloading", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task("download", total=None)
+            path = fetch(folder, url, force=force,
+                         progress=lambda done, total: bar.update(task, completed=done,
+                                                                 total=total))
+    except AmnlError as exc:
+        _fail(exc)
+    typer.echo(f"C-MAPSS files verified in {path}")

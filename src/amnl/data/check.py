@@ -1,0 +1,94 @@
+"""Validate a C-MAPSS folder and summarise each of its 12 files (``amnl data check``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from amnl.data.cmapss import (
+    SETTING_COLUMNS,
+    SUBSETS,
+    EngineTable,
+    check_subset_name,
+    load_subset,
+    subset_files,
+)
+from amnl.data.paths import ENV_VAR
+from amnl.errors import DataError
+from amnl.features.conditions import OperatingConditions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileSummary:
+    """What one C-MAPSS file holds.
+
+    Attributes:
+        file: file name, e.g. ``train_FD001.txt``.
+        kind: ``train``, ``test`` or ``rul``.
+        rows: data lines.
+        units: engines (for RUL files: one value per test engine, so ``units == rows``).
+        min_cycles: shortest engine in cycles (RUL files: smallest RUL value).
+        max_cycles: longest engine in cycles (RUL files: largest RUL value).
+        n_conditions: operating regimes found in this file's 3 settings; None for RUL files.
+    """
+
+    file: str
+    kind: str
+    rows: int
+    units: int
+    min_cycles: int
+    max_cycles: int
+    n_conditions: int | None
+
+
+def _table_summary(table: EngineTable, kind: str) -> FileSummary:
+    lengths = table.lengths
+    conditions = OperatingConditions().fit(table.columns(SETTING_COLUMNS))
+    return FileSummary(Path(table.path).name, kind, len(table), len(lengths), int(lengths.min()),
+                       int(lengths.max()), int(conditions.n_conditions_))
+
+
+def summarize(data_dir: str | os.PathLike,
+              subsets: Iterable[str] | None = None) -> list[FileSummary]:
+    """Read and validate the C-MAPSS files in ``data_dir``; one summary per file.
+
+    Every file is parsed with :func:`amnl.data.cmapss.read_table` / ``read_rul`` (all their
+    checks apply) and each RUL file's length is checked against its test file's units.
+
+    Args:
+        data_dir: folder holding ``train_/test_/RUL_FD00x.txt``.
+        subsets: sub-datasets to check (``FD001``.. or ``1``..); default: all four.
+
+    Returns:
+        Summaries in order train, test, RUL for each subset.
+
+    Raises:
+        DataError: the folder or some files are missing (all missing names are listed), or a
+            file is malformed (file, line and column are named).
+
+    Example:
+        >>> [s.units for s in summarize("../shared/data/CMAPSS", ["FD001"])]  # doctest: +SKIP
+        [100, 100, 100]
+    """
+    d = Path(data_dir)
+    names = [check_subset_name(s) for s in (subsets if subsets is not None else SUBSETS)]
+    if not d.is_dir():
+        raise DataError(f"no such folder; run `amnl data download` or set {ENV_VAR}", path=str(d))
+    missing = [p.name for n in names for p in subset_files(d, n).values() if not p.is_file()]
+    if missing:
+        raise DataError(f"missing {', '.join(missing)}; run `amnl data download`", path=str(d))
+    out: list[FileSummary] = []
+    for name in names:
+        logger.info("checking %s in %s", name, d)
+        subset = load_subset(d, name)
+        rul = subset.rul
+        out.append(_table_summary(subset.train, "train"))
+        out.append(_table_summary(subset.test, "test"))
+        out.append(FileSummary(subset_files(d, name)["rul"].name, "rul", len(rul), len(rul),
+                               int(rul.min()), int(rul.max()), None))
+    return out

@@ -1,0 +1,45 @@
+"""The real NASA C-MAPSS files: sizes, operating conditions and checksums (``needs_data``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from amnl.data.check import FileSummary, summarize
+from amnl.data.download import load_checksums, sha256_file, verify
+
+pytestmark = pytest.mark.needs_data
+
+#: Rows and units per file, from ../shared/data/README.md (the files themselves, not NASA's
+#: readme, which swaps the FD004 unit counts).
+EXPECTED = {
+    "train_FD001.txt": (20631, 100), "test_FD001.txt": (13096, 100), "RUL_FD001.txt": (100, 100),
+    "train_FD002.txt": (53759, 260), "test_FD002.txt": (33991, 259), "RUL_FD002.txt": (259, 259),
+    "train_FD003.txt": (24720, 100), "test_FD003.txt": (16596, 100), "RUL_FD003.txt": (100, 100),
+    "train_FD004.txt": (61249, 249), "test_FD004.txt": (41214, 248), "RUL_FD004.txt": (248, 248),
+}
+#: Operating conditions in the training files (Saxena et al., PHM08).
+TRAIN_CONDITIONS = {"FD001": 1, "FD002": 6, "FD003": 1, "FD004": 6}
+
+
+@pytest.fixture(scope="module")
+def summaries(cmapss_dir: Path) -> dict[str, FileSummary]:
+    # One pass over all 12 files (k-means included) shared by the tests below.
+    return {s.file: s for s in summarize(cmapss_dir)}
+
+
+def test_rows_and_units(summaries: dict[str, FileSummary]) -> None:
+    assert {f: (s.rows, s.units) for f, s in summaries.items()} == EXPECTED
+
+
+@pytest.mark.parametrize("subset", sorted(TRAIN_CONDITIONS))
+def test_operating_conditions(summaries: dict[str, FileSummary], subset: str) -> None:
+    assert summaries[f"train_{subset}.txt"].n_conditions == TRAIN_CONDITIONS[subset]
+    assert summaries[f"test_{subset}.txt"].n_conditions == TRAIN_CONDITIONS[subset]
+
+
+def test_shipped_checksums_match_files(cmapss_dir: Path) -> None:
+    sums = load_checksums()
+    assert {n: sha256_file(cmapss_dir / n) for n in sums} == sums
+    verify(cmapss_dir)

@@ -1,0 +1,105 @@
+"""The CLI end to end on a synthetic fleet: train -> evaluate -> predict, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from amnl.cli import app
+from amnl.data.synthetic import write_fleet
+
+runner = CliRunner()
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data = root / "data"
+    write_fleet(data, "FD001", n_train=10, n_test=5, seed=2)
+    run = root / "run"
+    res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data), "--config",
+                              str(REPO / "configs" / "tiny.json"), "--out", str(run),
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "validation RMSE" in res.output
+    return data, run
+
+
+def test_help_lists_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("train", "evaluate", "predict", "info", "data"):
+        assert cmd in res.output
+
+
+def test_info_reports_parameters():
+    res = runner.invoke(app, ["info"])
+    assert res.exit_code == 0 and "3.50 M parameters" in res.output
+    assert "3,496,900" in res.output
+
+
+def test_evaluate_json_csv_and_plot(trained, tmp_path):
+    data, run = trained
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
+                              str(data), "--out", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert len(rows) == 5 == metrics["n_engines"]
+    truth = np.minimum(np.loadtxt(data / "RUL_FD001.txt"), 125)
+    pred = np.array([float(r["pred_rul"]) for r in rows])
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)), abs=1e-3)
+    assert (tmp_path / "predictions.png").stat().st_size > 0
+    for key in ("mae", "nasa", "nasa_mean", "health_accuracy", "health_macro_f1", "rmse_raw",
+                "all_windows_rmse"):
+        assert key in metrics
+
+
+def test_predict_text_and_csv(trained, tmp_path):
+    data, run = trained
+    res = runner.invoke(app, ["predict", "--input", str(data / "test_FD001.txt"), "--run", str(run)])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.output)
+    assert [r["unit"] for r in records] == [1, 2, 3, 4, 5]
+    assert all(r["rul"] >= 0 and r["health"] in ("healthy", "degrading", "critical") for r in records)
+    assert all(abs(r["p_healthy"] + r["p_degrading"] + r["p_critical"] - 1) < 1e-3 for r in records)
+    # The same histories as CSV with named columns give the same predictions.
+    from amnl.data.cmapss import COLUMNS
+
+    values = np.loadtxt(data / "test_FD001.txt")
+    path = tmp_path / "h.csv"
+    path.write_text(",".join(COLUMNS) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in values))
+    res = runner.invoke(app, ["predict", "--input", str(path), "--run", str(run), "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    assert [float(r["rul"]) for r in rows] == pytest.approx([r["rul"] for r in records], abs=1e-3)
+
+
+def test_predict_bad_input_names_file_and_line(trained, tmp_path):
+    data, run = trained
+    lines = (data / "test_FD001.txt").read_text().splitlines()
+    cells = lines[6].split()
+    cells[7] = "nan"
+    lines[6] = " ".join(cells)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(lines) + "\n")
+    res = runner.invoke(app, ["predict", "--input", str(bad), "--run", str(run)])
+    assert res.exit_code == 2
+    assert "bad.txt:7:col 8" in res.output and "Traceback" not in res.output
+    csv_bad = tmp_path / "bad.csv"
+    csv_bad.write_text("unit,cycle,setting_1\n1,1,0\n")
+    res = runner.invoke(app, ["predict", "--input", str(csv_bad), "--run", str(run)])
+    assert res.exit_code == 2 and "bad.csv:1" in res.output and "s_2" in res.output
+
+
+def test_missing_run_and_unknown_subset(tmp_path):
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD009"])
+    assert res.exit_code == 2 and "unknown subset" in res.output
+    res = runner.invoke(app, ["evaluate", "--run", str(tmp_path), "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "missing" in res.output

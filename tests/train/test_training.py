@@ -1,0 +1,68 @@
+"""End to end on a synthetic fleet: train 2 epochs, the run directory, resume, no test reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import amnl.data.cmapss as cmapss
+from amnl.config import DataConfig, RunConfig, TrainConfig
+from amnl.data.synthetic import write_fleet
+from amnl.model.factory import MODEL_SIZES
+from amnl.train.checkpoint import RUN_FILES, load_run
+from amnl.train.run import train_run
+
+
+def _config(**train) -> RunConfig:
+    return RunConfig(DataConfig(subset="FD001", val_fraction=0.2), MODEL_SIZES["tiny"],
+                     TrainConfig(batch_size=32, lr=3e-3, warmup_epochs=0.5, precision="fp32",
+                                 **train))
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    paths = write_fleet(tmp_path / "data", "FD001", n_train=10, n_test=4, seed=1)
+    return paths["train"].parent
+
+
+def test_two_epochs_loss_falls_and_run_dir_complete(fleet, tmp_path, monkeypatch):
+    opened = []
+    real = cmapss.read_table
+    monkeypatch.setattr(cmapss, "read_table", lambda p, **kw: opened.append(Path(p).name) or real(p, **kw))
+    # The test files must never be read while training: remove them to be sure.
+    for f in ("test_FD001.txt", "RUL_FD001.txt"):
+        (fleet / f).unlink()
+    run = tmp_path / "run"
+    summary = train_run(_config(epochs=2), fleet, run, progress=False)
+    assert all("test_" not in p for p in opened) and any("train_" in p for p in opened)
+    assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert len(epochs) == 2 and epochs[1]["loss"] < epochs[0]["loss"]
+    assert summary["best_epoch"] in (1, 2) and summary["val_rmse"] > 0
+    cfg, pre, model = load_run(run)
+    assert cfg.train.epochs == 2 and pre.feature_names[0] == "s_2"
+
+
+def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
+    import amnl.train.run as run_mod
+
+    run = tmp_path / "run"
+    calls = {"n": 0}
+    real = run_mod.score_windows
+
+    def flaky(*a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # Ctrl-C during epoch 2's validation
+        return real(*a, **kw)
+
+    monkeypatch.setattr(run_mod, "score_windows", flaky)
+    summary = train_run(_config(epochs=3), fleet, run, progress=False)
+    assert summary["interrupted"] and (run / "checkpoint.pt").is_file()
+    monkeypatch.setattr(run_mod, "score_windows", real)
+    summary = train_run(_config(epochs=3), fleet, run, resume=True, progress=False)
+    assert not summary["interrupted"] and summary["epochs_run"] == 3
+    assert not (run / "checkpoint.pt").exists()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
