@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 #: k-means clusters tried (FD002/FD004 have six regimes).
 DEFAULT_K = 6
@@ -45,6 +44,8 @@ class OperatingConditions:
             self.centers_ = settings.mean(axis=0, keepdims=True)
             self.n_conditions_ = 1
             return self
+        from sklearn.cluster import KMeans  # only fitting needs it; inference stays light
+
         k = min(self.n_clusters, len(np.unique(settings, axis=0)))
         km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit(settings)
         labels = km.labels_

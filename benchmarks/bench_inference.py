@@ -1,0 +1,125 @@
+"""Inference benchmarks of docs/deployment-inference.md: speed (= ``amnl bench``) and accuracy.
+
+Speed, every engine side by side (run on an idle machine; here through quiet.sh)::
+
+    benchmarks/quiet.sh .venv/bin/python benchmarks/bench_inference.py speed --run DIR
+
+Accuracy, engine x precision on the test sets, with the code ``amnl evaluate`` uses::
+
+    .venv/bin/python benchmarks/bench_inference.py accuracy \\
+        --model FD001=runs/campaign/FD001-amnl-s0 --model FD002=... --data-dir ../shared/data/CMAPSS
+
+ONNX Runtime throughput against windows per ``session.run`` (the engine's chunk size)::
+
+    benchmarks/quiet.sh .venv/bin/python benchmarks/bench_inference.py chunks --run DIR
+
+Without ``--model``, the bundled models (src/amnl/weights/FD00x) are used where present.
+Results go to benchmarks/results/ as JSON; ``accuracy`` also prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SUBSETS = ("FD001", "FD002", "FD003", "FD004")
+
+
+def _speed(args: argparse.Namespace) -> None:
+    from amnl.cli import app
+
+    cmd = ["bench", "--windows", args.windows, "--threads", str(args.threads),
+           "--out", str(args.out or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")]
+    cmd += ["--run", str(args.run)] if args.run else ["--random-init"] if args.random_init else []
+    app(cmd, standalone_mode=True)
+
+
+def _accuracy(args: argparse.Namespace) -> None:
+    from amnl.deploy.bench import accuracy_table
+    from amnl.deploy.predictor import bundled_dir
+    from amnl.errors import ModelError
+
+    models = dict(m.split("=", 1) for m in args.model)
+    if not models:
+        for name in SUBSETS:
+            try:
+                models[name] = str(bundled_dir(name))
+            except ModelError:
+                pass
+    if not models:
+        sys.exit("no --model given and no bundled models installed")
+    rows = accuracy_table(models, args.data_dir, threads=args.threads)
+    out = args.out or RESULTS / f"accuracy-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    print(markdown(rows))
+    print(f"\nwrote {out}")
+
+
+def _chunks(args: argparse.Namespace) -> None:
+    import torch
+
+    from amnl.deploy.bench import chunk_sweep, machine_info
+    from amnl.model.factory import create_model
+    from amnl.train.checkpoint import load_run
+
+    if args.run:
+        model = load_run(args.run)[2]
+    else:
+        torch.manual_seed(0)
+        model = create_model("base")
+    result = {"machine": machine_info(args.threads), "model": str(args.run or "random-init base")}
+    for precision in ("int8", "fp32"):
+        result[precision] = chunk_sweep(model, precision=precision, threads=args.threads)
+        print(precision, " ".join(f"{r['chunk']}:{r['best']:.0f}" for r in result[precision]))
+    out = args.out or RESULTS / f"chunks-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def markdown(rows: list[dict]) -> str:
+    """Engine x precision rows per subset, with the RMSE change against torch FP32."""
+    lines = ["| subset | engine | precision | RMSE | dRMSE vs torch fp32 | NASA | MAE | health acc |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    ref = {r["dataset"]: r["rmse"] for r in rows if (r["engine"], r["precision"]) == ("torch", "fp32")}
+    for r in rows:
+        d = r["rmse"] - ref[r["dataset"]] if r["dataset"] in ref else float("nan")
+        lines.append(f"| {r['dataset']} | {r['engine']} | {r['precision']} | {r['rmse']:.3f} | "
+                     f"{d:+.3f} | {r['nasa']:.1f} | {r['mae']:.2f} | {r['health_accuracy']:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("speed", help="latency / throughput / RSS of every engine (amnl bench)")
+    s.add_argument("--run", type=Path, help="run directory (default: bundled FD001, else random init)")
+    s.add_argument("--random-init", action="store_true")
+    s.add_argument("--windows", default="30,50")
+    s.add_argument("--threads", type=int, default=0)
+    s.add_argument("--out", type=Path)
+    s.set_defaults(fn=_speed)
+    c = sub.add_parser("chunks", help="ONNX Runtime throughput against windows per session.run")
+    c.add_argument("--run", type=Path, help="run directory (default: random-init base model)")
+    c.add_argument("--threads", type=int, default=0)
+    c.add_argument("--out", type=Path)
+    c.set_defaults(fn=_chunks)
+    a = sub.add_parser("accuracy", help="test-set metrics per engine x precision")
+    a.add_argument("--model", action="append", default=[], metavar="FD00x=DIR")
+    a.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"))
+    a.add_argument("--threads", type=int, default=0)
+    a.add_argument("--out", type=Path)
+    a.set_defaults(fn=_accuracy)
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,529 @@
+"""ONNX export and the ONNX Runtime engine (needs ``pip install 'amnl[export]'``).
+
+The exported graph is not a trace of :class:`amnl.model.network.AMNL` as written for training
+but the same function in eval mode, re-expressed so that ONNX Runtime runs it fast on a CPU and
+so that dynamic INT8 quantisation reaches every weight matrix (:class:`_ExportNet`):
+
+* each Conv1d(kernel 3) + BatchNorm block is one MatMul over the three stacked time taps, with
+  the BatchNorm folded into the weights;
+* the network runs time-first, the only layout ONNX Runtime's ``LSTM`` kernel accepts, so
+  the batch-first transposes around the convolutions and the LSTM disappear;
+* only the last time step's query is attended (the pooling keeps nothing else), and the
+  key/value projections are moved to the query side by associativity: per head,
+  ``q . (Wk y_t + bk) = (Wk^T q) . y_t + const`` and ``sum_t a_t (Wv y_t + bv) =
+  Wv (sum_t a_t y_t) + bv``. Attention drops from 65 M to 2.6 M FLOPs per window
+  (window 30), and the whole graph from 202 M to 140 M, 96 % of it the BiLSTM;
+* every Linear is a plain MatMul (+ Add), not a ``Gemm``: ONNX Runtime's dynamic quantiser
+  only rewrites ``MatMul``, ``Conv``, ``LSTM`` and ``Attention``, so this is what makes the
+  funnel and both heads INT8 too.
+
+Outputs: ``rul`` (N,) in cycles, clamped at 0 as in eval mode, and ``health`` (N, 3) softmax
+probabilities, the same contract as :class:`amnl.deploy.engines.TorchEngine`.
+
+``onnx``, ``onnxruntime`` and ``torch`` are imported inside the functions that need them: the
+inference side (:class:`OnnxEngine` on an existing file) runs without torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from amnl.model.network import AMNL
+
+logger = logging.getLogger(__name__)
+
+#: What to install when onnx / onnxruntime are missing.
+EXTRA_HINT = "pip install 'amnl[export]'"
+ONNX_PRECISIONS = ("fp32", "int8")
+#: File names inside a model directory (run directory or export folder).
+ONNX_FILE = "model.onnx"
+ONNX_INT8_FILE = "model_int8.onnx"
+FILE_FOR_PRECISION = {"fp32": ONNX_FILE, "int8": ONNX_INT8_FILE}
+INPUT_NAME = "x"
+OUTPUT_NAMES = ("rul", "health")
+#: ONNX opset of the export (ONNX Runtime >= 1.17 runs it).
+OPSET = 18
+#: Batch of the example input used for tracing; the batch axis is dynamic.
+TRACE_BATCH = 4
+#: Keys of ``metadata_props``: ``amnl.fingerprint`` ties a file to the weights it came from.
+META_FINGERPRINT = "amnl.fingerprint"
+META_WINDOW = "amnl.window"
+META_PRECISION = "amnl.precision"
+META_FORMAT = "amnl.format"
+#: Bumped whenever the exported graph changes, so cached files of an older layout are rebuilt.
+FORMAT_VERSION = "1"
+#: Windows per ``session.run``; larger inputs are split. Measured on 2 cores (window 30):
+#: throughput is flat from 8 to 96 windows a run and about 15 % lower at 256-512, because
+#: ONNX Runtime's LSTM keeps the input projection of every time step (T x B x 4H floats per
+#: direction) and large batches spill out of the caches; peak RSS of an INT8 process is about
+#: 100 MB with runs of 64 against 230 MB with runs of 256.
+DEFAULT_CHUNK = 64
+#: Op types ONNX Runtime's dynamic quantiser rewrites. Gemm is not among them (see the module
+#: docstring), and Conv would become the slow ``ConvInteger``; the export has neither.
+QUANTIZE_OP_TYPES = ("MatMul", "LSTM")
+#: Op types of a dynamically quantised graph that carry INT8 weights.
+QUANTIZED_OP_TYPES = ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+                      "ConvInteger")
+#: Files of a run directory that carry the preprocessing; copied beside an exported model.
+PREPROCESS_FILES = ("config.json", "preprocess.npz", "preprocess.json")
+#: Where models exported on the fly are cached (never inside the installed package).
+CACHE_SUBDIR = ("amnl", "onnx")
+
+
+# -- optional dependencies --------------------------------------------------------------------
+
+def _require(module: str):
+    """Import an optional dependency of the ``export`` extra, with an error that says how."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"{module} is needed for ONNX export and inference: {EXTRA_HINT}") from exc
+
+
+def check_available() -> None:
+    """Raise ImportError, naming the extra to install, unless onnx and onnxruntime import."""
+    _require("onnx")
+    _require("onnxruntime")
+
+
+# -- the export graph -------------------------------------------------------------------------
+
+def _export_net(model: AMNL) -> torch.nn.Module:
+    """Build :class:`_ExportNet` (defined lazily so that this module imports without torch)."""
+    import math
+
+    import torch
+    from torch import nn
+
+    def dense_params(seq: nn.Sequential, scale: float = 1.0) -> list:
+        """``(W^T, b)`` per Linear of a Linear/ReLU/Dropout stack, ``None`` per ReLU; the last
+        Linear is multiplied by ``scale``."""
+        out: list = []
+        linears = [m for m in seq if isinstance(m, nn.Linear)]
+        for m in seq:
+            if isinstance(m, nn.Linear):
+                s = scale if m is linears[-1] else 1.0
+                out.append(((m.weight.detach() * s).T.contiguous(), m.bias.detach() * s))
+            elif isinstance(m, nn.ReLU):
+                out.append(None)
+            elif not isinstance(m, nn.Dropout):
+                raise TypeError(f"cannot export {type(m).__name__} in an MLP stack")
+        return out
+
+    class _ExportNet(nn.Module):
+        """AMNL in eval mode, time-first, for ONNX Runtime. Shapes: T time, B batch, E = 2H.
+
+        Built from copies of ``net``'s weights, on the CPU; ``net`` itself is not changed.
+        BatchNorm running statistics are folded in and every dropout is dropped, so the
+        result is the eval-mode function whatever mode ``net`` is in.
+        """
+
+        def __init__(self, net: AMNL) -> None:
+            super().__init__()
+            cfg = net.config
+            mha = net.attention.mha
+            if mha.in_proj_weight is None or mha.in_proj_bias is None:
+                raise TypeError("export needs attention with one packed, biased in-projection")
+            self.convs = []  # (W (3 C_in, C_out), b (C_out,)) per block, BatchNorm folded
+            for i, block in enumerate(net.cnn):
+                conv, bn = block[0], block[1]
+                scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+                w = conv.weight.detach() * scale[:, None, None]  # (C_out, C_in, 3)
+                b = (conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach()
+                # row k * C_in + c multiplies input channel c at time t + k - 1 (padding 1)
+                self.convs.append((self._buffer(f"conv{i}_w", w.permute(2, 1, 0).reshape(-1, w.shape[0])),
+                                   self._buffer(f"conv{i}_b", b)))
+            self.lstm = nn.LSTM(net.lstm.input_size, net.lstm.hidden_size, net.lstm.num_layers,
+                                bidirectional=net.lstm.bidirectional, batch_first=False)
+            self.lstm.load_state_dict({k: v.detach().float().cpu() for k, v in net.lstm.state_dict().items()})
+            e, self.heads = mha.embed_dim, mha.num_heads
+            d = e // self.heads
+            w_in, b_in = mha.in_proj_weight.detach(), mha.in_proj_bias.detach()
+            wq, wk, wv = w_in[:e], w_in[e:2 * e], w_in[2 * e:]
+            self.wq = self._buffer("wq", wq.T / math.sqrt(d))  # softmax scale folded in
+            self.bq = self._buffer("bq", b_in[:e] / math.sqrt(d))
+            self.wk = self._buffer("wk", wk.reshape(self.heads, d, e))  # (h, d, E)
+            self.wv = self._buffer("wv", wv.reshape(self.heads, d, e).transpose(1, 2))  # (h, E, d)
+            self.bv = self._buffer("bv", b_in[2 * e:])
+            self.wo = self._buffer("wo", mha.out_proj.weight.detach().T)
+            self.bo = self._buffer("bo", mha.out_proj.bias.detach())
+            norm = net.attention.norm
+            self.norm_shape, self.norm_eps = norm.normalized_shape, norm.eps
+            self.norm_w = self._buffer("norm_w", norm.weight.detach())
+            self.norm_b = self._buffer("norm_b", norm.bias.detach())
+            self.funnel = self._stack("funnel", dense_params(net.funnel))
+            # the head predicts RUL / rul_scale: the scale is folded into its last layer
+            self.rul_head = self._stack("rul", dense_params(net.rul_head, cfg.rul_scale))
+            self.health_head = self._stack("health", dense_params(net.health_head))
+
+        def _buffer(self, name: str, value: torch.Tensor) -> torch.Tensor:
+            self.register_buffer(name, value.detach().float().cpu().contiguous().clone())
+            return getattr(self, name)
+
+        def _stack(self, prefix: str, params: list) -> list:
+            return [None if p is None else (self._buffer(f"{prefix}{i}_w", p[0]),
+                                            self._buffer(f"{prefix}{i}_b", p[1]))
+                    for i, p in enumerate(params)]
+
+        @staticmethod
+        def _mlp(x: torch.Tensor, layers: list) -> torch.Tensor:
+            for p in layers:
+                x = torch.relu(x) if p is None else x @ p[0] + p[1]
+            return x
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            h = x.transpose(0, 1)  # (B, T, F) -> (T, B, F)
+            for w, b in self.convs:
+                p = nn.functional.pad(h, (0, 0, 0, 0, 1, 1))  # zero row before and after: (T+2, B, C)
+                taps = torch.cat([p[:-2], p[1:-1], p[2:]], dim=-1)  # (T, B, 3C)
+                h = torch.relu(taps @ w + b)  # (T, B, C_out)
+            y = self.lstm(h)[0]  # (T, B, E)
+            last = y[-1]  # (B, E)
+            n, e = last.shape
+            q = (last @ self.wq + self.bq).reshape(n, self.heads, -1).transpose(0, 1)  # (h, B, d)
+            qk = (q @ self.wk).permute(1, 2, 0)  # (h, B, E) -> (B, E, h)
+            yb = y.transpose(0, 1)  # (B, T, E)
+            att = torch.softmax(yb @ qk, dim=1)  # (B, T, h); the q . bk term is constant in t
+            pooled = att.transpose(1, 2) @ yb  # (B, h, E)
+            a = (pooled.transpose(0, 1) @ self.wv).transpose(0, 1).reshape(n, e) + self.bv  # (B, E)
+            z = nn.functional.layer_norm(last + a @ self.wo + self.bo, self.norm_shape,
+                                         self.norm_w, self.norm_b, self.norm_eps)
+            z = self._mlp(z, self.funnel)  # (B, 32)
+            rul = torch.relu(self._mlp(z, self.rul_head)).squeeze(-1)  # (B,)
+            return rul, torch.softmax(self._mlp(z, self.health_head), dim=-1)  # (B,), (B, 3)
+
+    return _ExportNet(model).eval()
+
+
+def model_fingerprint(model: AMNL, window: int) -> str:
+    """SHA-256 of the FP32 weights, the model config and the window: names an exported file."""
+    from dataclasses import asdict
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"config": asdict(model.config), "window": window,
+                         "format": FORMAT_VERSION}, sort_keys=True).encode())
+    for name, value in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        t = value.detach().cpu()
+        h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool = False,
+                metadata: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` as an ONNX file with a dynamic batch axis.
+
+    Args:
+        model: the FP32 network (not modified; the export is its eval-mode function).
+        path: the ``.onnx`` file to write (its folder is created).
+        window: window length the model was trained on (the time axis is fixed to it).
+        int8: quantise the weights of every MatMul and LSTM to INT8 with ONNX Runtime's dynamic
+            quantisation (activations are quantised per batch at run time).
+        metadata: extra ``metadata_props`` (strings; other values are JSON-encoded), e.g. the
+            run config and feature names. The weights' fingerprint, window, precision and
+            format version are always added.
+
+    Returns:
+        ``path``.
+
+    Example:
+        >>> export_onnx(create_model("tiny"), "m.onnx", 30, metadata={"features": names})  # doctest: +SKIP
+        PosixPath('m.onnx')
+    """
+    onnx = _require("onnx")
+    _require("onnxruntime")
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    props = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    props.update({META_FINGERPRINT: model_fingerprint(model, window), META_WINDOW: str(window),
+                  META_PRECISION: "int8" if int8 else "fp32", META_FORMAT: FORMAT_VERSION})
+    net = _export_net(model)
+    example = torch.zeros(TRACE_BATCH, window, model.config.in_features)
+    with tempfile.TemporaryDirectory(prefix="amnl-onnx-") as tmp:
+        fp32 = Path(tmp) / ONNX_FILE
+        _torch_export(net, example, fp32)
+        proto = onnx.load(str(fp32))
+        _set_metadata(proto, props)
+        if not int8:
+            onnx.save(proto, str(path))
+            return path
+        onnx.save(proto, str(fp32))
+        _quantize(fp32, path)
+    proto = onnx.load(str(path))
+    _set_metadata(proto, props)
+    onnx.save(proto, str(path))
+    counts = quantized_node_counts(path)
+    logger.info("%s: quantised nodes %s", path, counts)
+    return path
+
+
+def _torch_export(net: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Export with the TorchScript-based exporter (``dynamo=False``).
+
+    Both exporters of torch 2.13 give the same FP32 parity, but only this one writes the
+    ``LSTM`` weights as initializers: ``dynamo=True`` computes them with Slice/Concat nodes,
+    which ONNX Runtime's dynamic quantiser does not fold, so both LSTMs (96 % of the FLOPs)
+    stayed FP32 in its INT8 file. It is also faster (about 4 s against 9 s for the base model).
+    See docs/deployment-inference.md.
+    """
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings(), torch.no_grad():
+        # the deprecation notice of the TorchScript exporter, and its note that an LSTM's
+        # batch size is taken from the input: both expected here
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), str(path), dynamo=False, opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in OUTPUT_NAMES}},
+                          do_constant_folding=True)
+
+
+def _set_metadata(proto: Any, props: dict[str, str]) -> None:
+    existing = {p.key: p for p in proto.metadata_props}
+    for key, value in props.items():
+        entry = existing.get(key) or proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    """Dynamic INT8 quantisation (signed per-tensor weights, activations quantised per run)."""
+    _require("onnxruntime")
+    import onnxruntime.quantization as oq
+
+    root = logging.getLogger()
+    was_disabled, root.disabled = root.disabled, True  # it logs a pre-processing hint on root
+    try:
+        oq.quantize_dynamic(str(src), str(dst), weight_type=oq.QuantType.QInt8,
+                            op_types_to_quantize=list(QUANTIZE_OP_TYPES))
+    finally:
+        root.disabled = was_disabled
+
+
+def quantized_node_counts(path: str | os.PathLike) -> dict[str, int]:
+    """Count the nodes of an ONNX file by op type, for the quantised ops and the float ones.
+
+    Returns:
+        ``{"quantized": n, "float_matmul": n, "float_lstm": n, "float_gemm": n, **by_op}``
+        where ``by_op`` counts each op of :data:`QUANTIZED_OP_TYPES` present.
+    """
+    onnx = _require("onnx")
+    ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    by_op = {op: ops[op] for op in QUANTIZED_OP_TYPES if ops[op]}
+    return {"quantized": sum(by_op.values()), "float_matmul": ops["MatMul"],
+            "float_lstm": ops["LSTM"], "float_gemm": ops["Gemm"], **by_op}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file (without loading its weights into a session)."""
+    onnx = _require("onnx")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bool = False) -> Path:
+    """Export a run directory or bundled model folder to ``out`` and copy its preprocessing.
+
+    ``config.json``, ``preprocess.npz`` and ``preprocess.json`` are copied beside ``out``
+    (and the config and feature names are embedded in the file's metadata), so the folder of
+    ``out`` is enough for :func:`load_exported`.
+
+    Raises:
+        FileExistsError: the folder of ``out`` already holds different preprocessing files.
+    """
+    from amnl.train.checkpoint import load_run
+
+    src, out = Path(model_dir), Path(out)
+    cfg, pre, model = load_run(src)
+    dst = out.parent
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in PREPROCESS_FILES:
+        target = dst / name
+        if target.exists() and not target.samefile(src / name) \
+                and target.read_bytes() != (src / name).read_bytes():
+            raise FileExistsError(f"{target} exists and belongs to another model; export into an "
+                                  f"empty folder or into the run directory {src}")
+    export_onnx(model, out, cfg.data.window, int8=int8,
+                metadata={"amnl.config": cfg.to_dict(), "amnl.features": pre.feature_names})
+    for name in PREPROCESS_FILES:
+        if not (dst / name).exists():
+            shutil.copyfile(src / name, dst / name)
+    return out
+
+
+# -- inference --------------------------------------------------------------------------------
+
+def session_options(threads: int = 0):
+    """ONNX Runtime session options for CPU inference.
+
+    Args:
+        threads: intra-op threads (0 = ONNX Runtime's default, one per physical core).
+    """
+    ort = _require("onnxruntime")
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one chain of ops: no inter-op pool
+    so.inter_op_num_threads = 1
+    if threads > 0:
+        so.intra_op_num_threads = threads
+    so.log_severity_level = 3  # errors only
+    return so
+
+
+class OnnxEngine:
+    """ONNX Runtime inference on CPU: scaled windows (N, W, F) -> (RUL (N,), probs (N, 3)).
+
+    Args:
+        path: an ``.onnx`` file written by :func:`export_onnx`.
+        threads: intra-op threads (0 = ONNX Runtime's default).
+        chunk: windows per ``session.run``; larger inputs are split.
+
+    Example:
+        >>> engine = OnnxEngine("runs/fd001/model_int8.onnx", threads=2)  # doctest: +SKIP
+        >>> rul, probs = engine(np.zeros((256, 30, 14), np.float32))
+        >>> rul.shape, probs.shape
+        ((256,), (256, 3))
+    """
+
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, chunk: int = DEFAULT_CHUNK) -> None:
+        ort = _require("onnxruntime")
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1, got {chunk}")
+        self.path, self.chunk = Path(path), chunk
+        self.session = ort.InferenceSession(str(self.path), session_options(threads),
+                                            providers=["CPUExecutionProvider"])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get(META_PRECISION, "fp32")
+
+    @classmethod
+    def from_model(cls, model: AMNL, directory: str | os.PathLike | None, window: int, *,
+                   precision: str = "fp32", threads: int = 0,
+                   cache_dir: str | os.PathLike | None = None) -> OnnxEngine:
+        """The engine for ``model``: reuse its exported file, else export it into a cache.
+
+        ``directory/model.onnx`` (``model_int8.onnx`` for INT8) is used when its fingerprint
+        matches ``model`` and ``window``; otherwise the model is exported into ``cache_dir``
+        (default :func:`default_cache_dir`), named by the fingerprint, and reused from there
+        next time. Nothing is written into ``directory``.
+
+        Args:
+            model: the FP32 network.
+            directory: the model's run directory or bundled folder (or None).
+            window: window length.
+            precision: ``fp32`` or ``int8``.
+            threads: intra-op threads (0 = ONNX Runtime's default).
+            cache_dir: where on-the-fly exports go.
+        """
+        if precision not in ONNX_PRECISIONS:
+            raise ValueError(f"the onnx engine runs {' or '.join(ONNX_PRECISIONS)}, got {precision!r}"
+                             " (bf16/fp16 are torch-engine precisions)")
+        fingerprint = model_fingerprint(model, window)
+        name = FILE_FOR_PRECISION[precision]
+        if directory is not None and _matches(Path(directory) / name, fingerprint):
+            return cls(Path(directory) / name, threads=threads)
+        cached = Path(cache_dir or default_cache_dir()) / f"{fingerprint[:16]}-w{window}-{name}"
+        if not _matches(cached, fingerprint):
+            logger.info("exporting %s model to %s", precision, cached)
+            tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+            export_onnx(model, tmp, window, int8=precision == "int8")
+            os.replace(tmp, cached)  # atomic: a concurrent reader never sees half a file
+        return cls(cached, threads=threads)
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RUL (N,) and health probabilities (N, 3), float32, for windows ``x`` (N, W, F)."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 3:
+            raise ValueError(f"expected windows of shape (N, window, features), got {x.shape}")
+        if len(x) == 0:
+            return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
+        ruls, probs = [], []
+        for b in range(0, len(x), self.chunk):
+            rul, prob = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x[b: b + self.chunk])})
+            ruls.append(rul)
+            probs.append(prob)
+        return np.concatenate(ruls), np.concatenate(probs)
+
+
+def parity(reference: Any, candidate: Any, x: np.ndarray) -> dict[str, float]:
+    """Largest absolute differences between two engines on windows ``x`` (N, W, F).
+
+    Returns:
+        ``{"rul": cycles, "probabilities": max |dP|}``.
+    """
+    r0, p0 = reference(x)
+    r1, p1 = candidate(x)
+    return {"rul": float(np.abs(r0 - r1).max()), "probabilities": float(np.abs(p0 - p1).max())}
+
+
+def _matches(path: Path, fingerprint: str) -> bool:
+    """True when ``path`` is an ONNX file exported from the weights named by ``fingerprint``."""
+    if not path.is_file():
+        return False
+    _require("onnx")
+    from google.protobuf.message import DecodeError  # onnx's file format
+
+    try:
+        return read_metadata(path).get(META_FINGERPRINT) == fingerprint
+    except (OSError, DecodeError) as exc:  # a truncated or foreign file: export again
+        logger.warning("ignoring %s: %s", path, exc)
+        return False
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/amnl/onnx`` (``~/.cache/amnl/onnx``), created on first use."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    path = Path(base, *CACHE_SUBDIR)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_exported(path: str | os.PathLike, *, precision: str = "fp32", threads: int = 0):
+    """Config, preprocessing and ONNX engine of an export, without importing torch.
+
+    Args:
+        path: an ``.onnx`` file written by ``amnl export`` (``config.json`` and
+            ``preprocess.*`` beside it), or its folder, where ``model.onnx`` (``precision``
+            fp32) or ``model_int8.onnx`` (int8) is used.
+        precision: which file of a folder to use.
+        threads: intra-op threads (0 = ONNX Runtime's default).
+
+    Returns:
+        ``(RunConfig, Preprocessor, OnnxEngine)``: ``pre.windows(table, last_only=True)``
+        feeds the engine.
+
+    Example:
+        >>> cfg, pre, engine = load_exported("export/model_int8.onnx")  # doctest: +SKIP
+        >>> rul, probs = engine(pre.windows(read_histories("engines.csv"), last_only=True).arrays())
+    """
+    from amnl.config import RunConfig
+    from amnl.errors import ModelError
+    from amnl.features.pipeline import Preprocessor
+
+    path = Path(path)
+    if path.is_dir():
+        if precision not in ONNX_PRECISIONS:
+            raise ValueError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
+        path = path / FILE_FOR_PRECISION[precision]
+    missing = [p.name for p in (path, *(path.parent / f for f in PREPROCESS_FILES)) if not p.is_file()]
+    if missing:
+        raise ModelError(f"{path.parent}: not an ONNX export, missing {', '.join(missing)}")
+    cfg = RunConfig.load(path.parent / PREPROCESS_FILES[0])
+    engine = OnnxEngine(path, threads=threads)
+    return cfg, Preprocessor.load(path.parent, cfg.data), engine
