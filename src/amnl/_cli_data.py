@@ -7,6 +7,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from amnl._cli_common import fail
 from amnl.data.download import URL_ENV_VAR
 from amnl.data.paths import ENV_VAR, resolve_data_dir
 from amnl.errors import AmnlError
@@ -22,8 +23,7 @@ DataDirOption = Annotated[
 
 
 def _fail(exc: AmnlError) -> NoReturn:
-    typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(2)
+    raise fail(str(exc))
 
 
 @data_app.command()

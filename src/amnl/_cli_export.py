@@ -12,6 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from amnl._cli_common import RunDir
+from amnl._cli_common import csv_list as _csv
+from amnl._cli_common import fail as _fail
+from amnl._cli_common import run as _run
+
 EXPORT_FORMATS = ("onnx",)
 #: Random windows the export's parity check runs (scaled inputs are z-scores, so N(0, 1)).
 PARITY_WINDOWS = 256
@@ -19,26 +24,7 @@ PARITY_SEED = 0
 DEFAULT_BENCH_OUT = Path("benchmarks/results")
 DEFAULT_ENGINES = "torch:fp32,torch:bf16,torch:int8,onnx:fp32,onnx:int8"
 
-RunDir = Annotated[Path | None, typer.Option("--run", help="A run directory written by `amnl train`.")]
 Weights = Annotated[str | None, typer.Option("--weights", help="Bundled model name (FD001..FD004).")]
-
-
-def _cli():
-    """The main CLI's error helpers (imported late: ``amnl.cli`` imports this module)."""
-    from amnl.cli import _fail, _run
-
-    return _fail, _run
-
-
-def _csv(text: str, name: str, cast=str) -> list:
-    _fail, _ = _cli()
-    try:
-        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise _fail(f"{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise _fail(f"{name} is empty")
-    return values
 
 
 def export(
@@ -55,7 +41,6 @@ def export(
     """Export a model to ONNX with a dynamic batch axis (default: the bundled FD001 model)."""
     from amnl.deploy.predictor import resolve_model_dir
 
-    _fail, _run = _cli()
     if fmt not in EXPORT_FORMATS:
         raise _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     if run is not None and weights is not None:
@@ -124,7 +109,6 @@ def bench(
 
     from amnl.deploy.bench import ENGINE_SPECS, run_bench
 
-    _fail, _run = _cli()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     specs = tuple(tuple(s.split(":", 1)) for s in _csv(engines, "--engines"))
     bad = [":".join(s) for s in specs if s not in ENGINE_SPECS]
@@ -153,7 +137,6 @@ def _model(run: Path | None, weights: str | None, random_init: bool) -> tuple[An
     from amnl.model.factory import create_model
     from amnl.train.checkpoint import load_run
 
-    _fail, _run = _cli()
     if sum([run is not None, weights is not None, random_init]) > 1:
         raise _fail("give at most one of --run, --weights and --random-init")
     if run is None and weights is None and not random_init:

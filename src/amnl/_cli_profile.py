@@ -12,6 +12,11 @@ from typing import Annotated, Any
 
 import typer
 
+from amnl._cli_common import RunDir
+from amnl._cli_common import csv_list as _csv
+from amnl._cli_common import fail as _fail
+from amnl._cli_common import run as _run
+
 #: Batch sizes ``amnl plan`` measures when it is given no ``--profile`` file.
 PLAN_BATCHES = "1,8,32,64,128,256"
 PLAN_REPEATS = 3
@@ -21,7 +26,6 @@ MB = 1e6
 #: Table width when the output is a file or a pipe.
 OUTPUT_WIDTH = 160
 
-RunDir = Annotated[Path | None, typer.Option("--run", help="A run directory written by `amnl train`.")]
 Weights = Annotated[str | None, typer.Option("--weights", help="Bundled model name (FD001..FD004).")]
 RandomInit = Annotated[bool, typer.Option(
     "--random-init", help="Profile a randomly initialised model of --size (memory and speed do "
@@ -32,24 +36,6 @@ Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch default).")]
 
 
-def _cli():
-    """The main CLI's error helpers (imported late: ``amnl.cli`` imports this module)."""
-    from amnl.cli import _fail, _run
-
-    return _fail, _run
-
-
-def _csv(text: str, name: str, cast=str) -> list:
-    _fail, _ = _cli()
-    try:
-        values = [cast(v.strip()) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise _fail(f"{name} must be a comma-separated list, got {text!r}") from None
-    if not values:
-        raise _fail(f"{name} is empty")
-    return values
-
-
 def _load_model(run: Path | None, weights: str | None, random_init: bool, size: str
                 ) -> tuple[Any, dict, dict, list[str]]:
     """(FP32 model, description, RSS child source, notes) from the model options."""
@@ -58,7 +44,6 @@ def _load_model(run: Path | None, weights: str | None, random_init: bool, size: 
     from amnl.model.factory import create_model
     from amnl.train.checkpoint import load_run
 
-    _fail, _run = _cli()
     if sum([run is not None, weights is not None, random_init]) > 1:
         raise _fail("give at most one of --run, --weights and --random-init")
     notes: list[str] = []
@@ -88,7 +73,6 @@ def _device(device: str, threads: int) -> str:
 
     from amnl.deploy.engines import pick_device
 
-    _, _run = _cli()
     if threads > 0:
         torch.set_num_threads(threads)
     return _run(pick_device, device)
@@ -181,7 +165,6 @@ def profile(
 
     from amnl.deploy.profiling import DEFAULT_PRECISIONS, measure_training_step, profile_inference
 
-    _fail, _run = _cli()
     dev = _device(device, threads)
     kind = "cuda" if dev.startswith("cuda") else "cpu"
     precisions = _csv(precision, "--precision") if precision else list(DEFAULT_PRECISIONS[kind])
@@ -282,7 +265,6 @@ def plan(
     )
     from amnl.deploy.profiling import load_fits, profile_inference
 
-    _fail, _run = _cli()
     if (memory_mb is None) == (not targets):
         raise _fail("give either --memory-mb N or --targets")
     if memory_mb is not None and memory_mb <= 0:

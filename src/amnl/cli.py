@@ -11,7 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from amnl.errors import AmnlError
+from amnl._cli_common import RunDir
+from amnl._cli_common import fail as _fail
+from amnl._cli_common import run as _run
 
 app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
                   help="Remaining useful life and health state for machine fleets (AMNL, C-MAPSS).")
@@ -19,22 +21,8 @@ app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Folder with the C-MAPSS files (default: $AMNL_DATA_DIR, else the user cache).")]
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Subset: FD001, FD002, FD003 or FD004.")]
-RunDir = Annotated[Optional[Path], typer.Option("--run", help="A run directory written by `amnl train`.")]
 Weights = Annotated[Optional[str], typer.Option(
     "--weights", help="Bundled model name (FD001..FD004); default: the --dataset's, else FD001.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", err=True, fg="red")
-    return typer.Exit(2)
-
-
-def _run(fn, *args, **kwargs):
-    """Call a library function, turning amnl's errors into a one-line message and exit code 2."""
-    try:
-        return fn(*args, **kwargs)
-    except (AmnlError, FileNotFoundError, ValueError) as exc:
-        raise _fail(str(exc)) from None
 
 
 from amnl import _cli_export, _cli_profile  # noqa: E402  (command groups in their own modules)

@@ -467,15 +467,9 @@ def accuracy_table(models: dict[str, str | os.PathLike], data_dir: str | os.Path
 
 def machine_info(threads: int) -> dict[str, Any]:
     """CPU model, core count, library versions."""
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cpus": os.cpu_count(), "threads": threads,
+    from amnl.deploy.profiling import cpu_name
+
+    info: dict[str, Any] = {"cpu": cpu_name(), "cpus": os.cpu_count(), "threads": threads,
                             "python": platform.python_version()}
     for mod in ("torch", "onnxruntime", "onnx", "numpy"):
         try:

@@ -793,17 +793,20 @@ def load_fits(path: str | Path) -> list[FitRow]:
     return [FitRow.from_dict(d) for d in data["fits"]]
 
 
-def machine_info(device: str = "cpu") -> dict:
-    """CPU model, cores, torch version, load average and GPU name (when CUDA is used)."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str = "cpu") -> dict:
+    """CPU model, cores, torch version, load average and GPU name (when CUDA is used)."""
+    info = {"cpu": cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "python": platform.python_version(),
             "platform": platform.platform(), "device": device,
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -64,13 +63,3 @@ class WindowBatches:
             i = order[b: b + self.batch_size]
             yield self.ds.x[self.ds.index[i]], self.ds.rul[i], self.ds.health[i]
 
-
-def make_loaders(train: Windows, val: Windows, batch_size: int = 256, *, seed: int = 0,
-                 max_train_windows: int = 0) -> tuple[WindowBatches, WindowBatches]:
-    """Shuffled training batches and ordered validation batches."""
-    return (WindowBatches(train, batch_size, shuffle=True, seed=seed, max_windows=max_train_windows),
-            WindowBatches(val, max(batch_size, 512)))
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().float().cpu().numpy()

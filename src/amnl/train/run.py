@@ -17,7 +17,7 @@ import torch
 from amnl.config import RunConfig
 from amnl.data.cmapss import load_subset
 from amnl.evaluate.evaluate import score_windows
-from amnl.features.dataset import make_loaders
+from amnl.features.dataset import WindowBatches
 from amnl.features.pipeline import Preprocessor
 from amnl.model.inference import predict_windows
 from amnl.model.network import AMNL
@@ -71,8 +71,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     config.save(out / CONFIG_FILE)
     pre.save(out)
 
-    batches, _ = make_loaders(train_w, val_w, tc.batch_size, seed=tc.seed,
-                              max_train_windows=tc.max_train_windows)
+    batches = WindowBatches(train_w, tc.batch_size, shuffle=True, seed=tc.seed,
+                            max_windows=tc.max_train_windows)
     model = AMNL(config.model)
     shared = [*model.cnn.parameters(), *model.lstm.parameters(), *model.attention.parameters(),
               *model.funnel.parameters()]
