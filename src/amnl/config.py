@@ -35,6 +35,10 @@ class DataConfig:
     """Decision: fraction of training engines (whole engines) held out for validation."""
     split_seed: int = 0
     """Seed of the engine-level validation split."""
+    smoothing: float = 1.0
+    """Causal exponential smoothing of the scaled sensors along each engine's history,
+    ``s_t = a * x_t + (1 - a) * s_{t-1}`` with ``a`` this factor; 1.0 turns it off. Inputs
+    must then be whole histories from the engine's first cycle, as C-MAPSS files are."""
 
     def __post_init__(self) -> None:
         self.health_thresholds = tuple(float(t) for t in self.health_thresholds)  # type: ignore
@@ -42,6 +46,8 @@ class DataConfig:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.smoothing <= 1.0:
+            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
         if not self.health_thresholds[0] > self.health_thresholds[1]:
             raise ValueError(f"health_thresholds must be (high, low), got {self.health_thresholds}")
 

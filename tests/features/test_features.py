@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from amnl.config import DataConfig
-from amnl.data.cmapss import read_table
+from amnl.data.cmapss import EngineTable, read_table
 from amnl.data.synthetic import write_fleet
 from amnl.features import (OperatingConditions, Preprocessor, health_labels, train_rul,
                            window_index)
@@ -112,3 +112,22 @@ def test_batches_types(fleet6):
     assert x.shape == (16, 30, 14) and x.dtype.is_floating_point and str(x.dtype) == "torch.float32"
     assert rul.shape == (16,) and str(rul.dtype) == "torch.float32"
     assert health.shape == (16,) and str(health.dtype) == "torch.int64"
+
+
+def test_smoothing_is_causal_per_engine(fleet6):
+    table = read_table(fleet6["train"])
+    raw = Preprocessor(DataConfig()).fit(table).transform(table)
+    smooth = Preprocessor(DataConfig(smoothing=0.2)).fit(table).transform(table)
+    s, n = table.starts, table.lengths
+    # Each engine restarts the filter at its first row, and rows follow the recurrence.
+    np.testing.assert_allclose(smooth[s], raw[s], atol=1e-6)
+    e0 = slice(s[1] + 1, s[1] + n[1])
+    prev = slice(s[1], s[1] + n[1] - 1)
+    np.testing.assert_allclose(smooth[e0], 0.2 * raw[e0] + 0.8 * smooth[prev], atol=1e-5)
+    # Causal: cutting an engine's future off leaves its past unchanged.
+    pre = Preprocessor(DataConfig(smoothing=0.2)).fit(table)
+    head = EngineTable(table.path, table.values[s[0]:s[0] + 20])
+    np.testing.assert_allclose(pre.transform(head), smooth[s[0]:s[0] + 20], atol=1e-6)
+    assert smooth.std() < raw.std()
+    with pytest.raises(ValueError, match="smoothing"):
+        DataConfig(smoothing=0.0)

@@ -16,6 +16,7 @@ from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
 from amnl.features.conditions import OperatingConditions
 from amnl.features.labels import health_labels
 from amnl.features.scaling import ConditionScaler
+from amnl.features.smoothing import smooth_engines
 from amnl.features.windows import window_index
 
 
@@ -89,11 +90,12 @@ class Preprocessor:
         return self
 
     def transform(self, table: EngineTable) -> np.ndarray:
-        """Scaled features of every row, float32 (rows, n_features)."""
+        """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features)."""
         if not hasattr(self, "scaler_"):
             raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
-        return self.scaler_.transform(table.columns(self.feature_names), cond)
+        x = self.scaler_.transform(table.columns(self.feature_names), cond)
+        return smooth_engines(x, table.starts, table.lengths, self.config.smoothing)
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
                 last_only: bool = False, rul_after_end: np.ndarray | None = None) -> Windows:
