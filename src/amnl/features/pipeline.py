@@ -111,13 +111,12 @@ class Preprocessor:
         Returns:
             A :class:`Windows`.
         """
+        if units is not None:  # transform only the kept engines' rows
+            if rul_after_end is not None:
+                rul_after_end = np.asarray(rul_after_end)[np.isin(table.units, units)]
+            table = EngineTable(table.path, table.values[np.isin(table.unit, units)])
         x = self.transform(table)
         starts, lengths, unit_ids = table.starts, table.lengths, table.units
-        if units is not None:
-            keep = np.isin(unit_ids, units)
-            starts, lengths, unit_ids = starts[keep], lengths[keep], unit_ids[keep]
-            if rul_after_end is not None:
-                rul_after_end = np.asarray(rul_after_end)[keep]
         index = window_index(starts, lengths, self.config.window, last_only=last_only)
         ends = index[:, -1]
         owner = np.searchsorted(starts, ends, side="right") - 1
