@@ -13,6 +13,13 @@ ONNX Runtime throughput against windows per ``session.run`` (the engine's chunk 
 
     benchmarks/quiet.sh .venv/bin/python benchmarks/bench_inference.py chunks --run DIR
 
+Peak RSS of a whole ONNX Runtime inference process on an exported folder (``amnl export``):
+read a C-MAPSS file, apply the saved preprocessing, predict every engine's last window; this
+process imports neither torch nor scikit-learn::
+
+    .venv/bin/python benchmarks/bench_inference.py rss --export export/fd001 --precision int8 \\
+        --input ../shared/data/CMAPSS/test_FD001.txt
+
 Without ``--model``, the bundled models (src/amnl/weights/FD00x) are used where present.
 Results go to benchmarks/results/ as JSON; ``accuracy`` also prints a Markdown table.
 """
@@ -83,6 +90,23 @@ def _chunks(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _rss(args: argparse.Namespace) -> None:
+    from amnl.data.cmapss import read_table
+    from amnl.deploy.bench import _peak_rss_bytes
+    from amnl.deploy.onnx import load_exported
+
+    _, pre, engine = load_exported(args.export, precision=args.precision, threads=args.threads)
+    x = pre.windows(read_table(args.input), last_only=not args.all_windows).arrays()
+    engine(x)
+    result = {"export": str(args.export), "precision": args.precision, "input": str(args.input),
+              "windows": len(x), "rss_mb": _peak_rss_bytes() / 2**20,
+              "torch_imported": "torch" in sys.modules, "sklearn_imported": "sklearn" in sys.modules}
+    print(json.dumps(result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def markdown(rows: list[dict]) -> str:
     """Engine x precision rows per subset, with the RMSE change against torch FP32."""
     lines = ["| subset | engine | precision | RMSE | dRMSE vs torch fp32 | NASA | MAE | health acc |",
@@ -110,6 +134,14 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=0)
     c.add_argument("--out", type=Path)
     c.set_defaults(fn=_chunks)
+    r = sub.add_parser("rss", help="peak RSS of an ONNX Runtime process on an exported folder")
+    r.add_argument("--export", type=Path, required=True, help="folder or .onnx file of amnl export")
+    r.add_argument("--input", type=Path, required=True, help="C-MAPSS text file of histories")
+    r.add_argument("--precision", choices=("fp32", "int8"), default="int8")
+    r.add_argument("--all-windows", action="store_true", help="every window, not only the last")
+    r.add_argument("--threads", type=int, default=0)
+    r.add_argument("--out", type=Path)
+    r.set_defaults(fn=_rss)
     a = sub.add_parser("accuracy", help="test-set metrics per engine x precision")
     a.add_argument("--model", action="append", default=[], metavar="FD00x=DIR")
     a.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"))

@@ -27,9 +27,17 @@ import numpy as np
 import torch
 
 from amnl.deploy.engines import TorchEngine
-from amnl.deploy.profiling import (DEFAULT_BATCH_SIZES, MB, machine_info, make_input,
-                                   measure_call_peak, measure_rss, plot_profile,
-                                   profile_inference, weight_bytes)
+from amnl.deploy.profiling import (
+    DEFAULT_BATCH_SIZES,
+    MB,
+    machine_info,
+    make_input,
+    measure_call_peak,
+    measure_rss,
+    plot_profile,
+    profile_inference,
+    weight_bytes,
+)
 from amnl.model.factory import create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"

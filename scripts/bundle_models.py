@@ -18,7 +18,13 @@ import torch
 
 from amnl.data.cmapss import SUBSETS
 from amnl.features.pipeline import Preprocessor
-from amnl.train.checkpoint import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, load_run, save_weights
+from amnl.train.checkpoint import (
+    CONFIG_FILE,
+    SUMMARY_FILE,
+    WEIGHTS_FILE,
+    load_run,
+    save_weights,
+)
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "amnl" / "weights"
 

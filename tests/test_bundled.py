@@ -38,10 +38,10 @@ def test_evaluate_bundled(name, cmapss_dir, tmp_path):
                                    "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))
     truth = np.minimum(np.loadtxt(cmapss_dir / f"RUL_{name}.txt"), 125)
     pred = np.array([float(r["pred_rul"]) for r in rows])
     assert len(rows) == len(truth)
     # The reported RMSE is the one recomputed from the CSV against RUL_FDxxx (capped at 125).
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)), abs=1e-2)
-    assert metrics["rmse"] < 40  # a sanity bound: a broken model predicts a constant (RMSE ~ 45)
+    assert metrics["rmse"] < 25  # sanity bound: a constant prediction scores about 40-45, every bundled model under 17

@@ -50,7 +50,7 @@ def test_evaluate_json_csv_and_plot(trained, tmp_path):
                               str(data), "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
     metrics = json.loads(res.output)
-    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    rows = list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))
     assert len(rows) == 5 == metrics["n_engines"]
     truth = np.minimum(np.loadtxt(data / "RUL_FD001.txt"), 125)
     pred = np.array([float(r["pred_rul"]) for r in rows])

@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from amnl.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
-from amnl.errors import AmnlError, DataError, ModelError  # noqa: E402
+from amnl.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from amnl.errors import AmnlError, DataError, ModelError
 
 __all__ = ["AmnlError", "DataConfig", "DataError", "ModelConfig", "ModelError", "RunConfig",
            "TrainConfig", "__version__"]

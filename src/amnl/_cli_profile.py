@@ -163,7 +163,11 @@ def profile(
     memory = base + per_sample x batch per precision and window.
     """
 
-    from amnl.deploy.profiling import DEFAULT_PRECISIONS, measure_training_step, profile_inference
+    from amnl.deploy.profiling import (
+        DEFAULT_PRECISIONS,
+        measure_training_step,
+        profile_inference,
+    )
 
     dev = _device(device, threads)
     kind = "cuda" if dev.startswith("cuda") else "cpu"

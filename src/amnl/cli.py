@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,15 +18,15 @@ from amnl._cli_common import run as _run
 app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
                   help="Remaining useful life and health state for machine fleets (AMNL, C-MAPSS).")
 
-DataDir = Annotated[Optional[Path], typer.Option(
+DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help="Folder with the C-MAPSS files (default: $AMNL_DATA_DIR, else the user cache).")]
 Dataset = Annotated[str, typer.Option("--dataset", "-d", help="Subset: FD001, FD002, FD003 or FD004.")]
-Weights = Annotated[Optional[str], typer.Option(
+Weights = Annotated[str | None, typer.Option(
     "--weights", help="Bundled model name (FD001..FD004); default: the --dataset's, else FD001.")]
 
 
-from amnl import _cli_export, _cli_profile  # noqa: E402  (command groups in their own modules)
-from amnl._cli_data import data_app  # noqa: E402
+from amnl import _cli_export, _cli_profile
+from amnl._cli_data import data_app
 
 app.add_typer(data_app, name="data")
 
@@ -58,15 +58,15 @@ def info(
 def train(
     dataset: Dataset = "FD001",
     loss: Annotated[str, typer.Option(help="amnl, amnl-normalized, baseline, gaba or grace.")] = "amnl",
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
-    out: Annotated[Optional[Path], typer.Option(help="Run directory (default: runs/<dataset>-<loss>-s<seed>).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<dataset>-<loss>-s<seed>).")] = None,
     data_dir: DataDir = None,
-    config: Annotated[Optional[Path], typer.Option(help="A config.json to start from (e.g. configs/fd001.json).")] = None,
+    config: Annotated[Path | None, typer.Option(help="A config.json to start from (e.g. configs/fd001.json).")] = None,
     size: Annotated[str, typer.Option(help="Model size: base or tiny.")] = "base",
-    precision: Annotated[Optional[str], typer.Option(help="Mixed precision: fp32, bf16 or fp16 (CUDA).")] = None,
+    precision: Annotated[str | None, typer.Option(help="Mixed precision: fp32, bf16 or fp16 (CUDA).")] = None,
     grad_checkpoint: Annotated[bool, typer.Option(help="Recompute BiLSTM/attention in backward (less memory).")] = False,
-    batch_size: Annotated[Optional[int], typer.Option(help="Training batch size.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
@@ -113,7 +113,7 @@ def evaluate(
     run: RunDir = None,
     weights: Weights = None,
     data_dir: DataDir = None,
-    out: Annotated[Optional[Path], typer.Option(help="Write predictions.csv and a plot here.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write predictions.csv and a plot here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
     engine: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 (CUDA) or int8.")] = "fp32",
@@ -123,8 +123,8 @@ def evaluate(
     from amnl.data.cmapss import check_subset_name, load_subset
     from amnl.data.paths import resolve_data_dir
     from amnl.deploy.predictor import Predictor
-    from amnl.evaluate.report import write_report
     from amnl.evaluate.evaluate import evaluate_test
+    from amnl.evaluate.report import write_report
 
     name = _run(check_subset_name, dataset)
     predictor = _run(Predictor.load, run, weights=weights or name, engine=engine,
@@ -157,7 +157,10 @@ def predict(
     engine: Annotated[str, typer.Option(help="torch or onnx.")] = "torch",
     precision: Annotated[str, typer.Option(help="fp32, bf16, fp16 (CUDA) or int8.")] = "fp32",
 ) -> None:
-    """RUL, health state and class probabilities per unit, from each unit's latest window."""
+    """RUL, health state and class probabilities per unit, from each unit's latest window.
+
+    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing in the run's config), so a history cut short changes its latest window and so the prediction. A unit shorter than the window is padded with its first cycle.
+    """
     from amnl.data.cmapss import read_histories
     from amnl.deploy.predictor import Predictor
 

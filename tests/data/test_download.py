@@ -19,7 +19,13 @@ from typer.testing import CliRunner
 
 from amnl._cli_data import data_app
 from amnl.data import download as dl
-from amnl.data.download import FILE_NAMES, download, load_checksums, parse_checksums, verify
+from amnl.data.download import (
+    FILE_NAMES,
+    download,
+    load_checksums,
+    parse_checksums,
+    verify,
+)
 from amnl.data.synthetic import write_fleet
 from amnl.errors import DataError
 
@@ -99,7 +105,7 @@ def server(archives: dict[str, bytes]) -> Iterator[str]:
     """Base URL of a local HTTP server offering :func:`archives` (404 for anything else)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path == "/slow.zip":
                 time.sleep(1.0)
             body = archives.get(self.path.lstrip("/"))

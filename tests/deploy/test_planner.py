@@ -10,8 +10,15 @@ from typer.testing import CliRunner
 
 from amnl.cli import app
 from amnl.deploy import planner
-from amnl.deploy.planner import (LatencyFit, MemoryFit, batch_size_for_free_memory, fit_latency,
-                                 fit_memory, free_memory_bytes, plan_batch)
+from amnl.deploy.planner import (
+    LatencyFit,
+    MemoryFit,
+    batch_size_for_free_memory,
+    fit_latency,
+    fit_memory,
+    free_memory_bytes,
+    plan_batch,
+)
 
 MB = 1e6
 

@@ -15,9 +15,18 @@ from typer.testing import CliRunner
 
 from amnl.cli import app
 from amnl.deploy.engines import TorchEngine
-from amnl.deploy.profiling import (LAYER_TYPES, load_fits, make_input, measure_call_peak,
-                                   measure_memory, measure_rss, measure_training_step,
-                                   prepare_model, profile_inference, weight_bytes)
+from amnl.deploy.profiling import (
+    LAYER_TYPES,
+    load_fits,
+    make_input,
+    measure_call_peak,
+    measure_memory,
+    measure_rss,
+    measure_training_step,
+    prepare_model,
+    profile_inference,
+    weight_bytes,
+)
 from amnl.model.factory import create_model
 
 B, W, F = 4, 30, 14

@@ -8,8 +8,13 @@ import pytest
 from amnl.config import DataConfig
 from amnl.data.cmapss import EngineTable, read_table
 from amnl.data.synthetic import write_fleet
-from amnl.features import (OperatingConditions, Preprocessor, health_labels, train_rul,
-                           window_index)
+from amnl.features import (
+    OperatingConditions,
+    Preprocessor,
+    health_labels,
+    train_rul,
+    window_index,
+)
 from amnl.features.dataset import WindowBatches
 
 

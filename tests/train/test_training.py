@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import amnl.data.cmapss as cmapss
 from amnl.config import DataConfig, RunConfig, TrainConfig
+from amnl.data import cmapss
 from amnl.data.synthetic import write_fleet
 from amnl.model.factory import MODEL_SIZES
 from amnl.train.checkpoint import RUN_FILES, load_run

@@ -169,7 +169,7 @@ def _fetch(url: str, out: IO[bytes], *, timeout: float,
                         f"{', '.join(ALLOWED_SCHEMES)}")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (scheme checked)
+        response = urllib.request.urlopen(request, timeout=timeout)
     except urllib.error.HTTPError as exc:
         raise DataError(f"download failed: HTTP {exc.code} {exc.reason} from {url}") from None
     except urllib.error.URLError as exc:

@@ -12,8 +12,13 @@ import logging
 import numpy as np
 import torch
 
-from amnl.deploy.planner import (DEFAULT_MAX_BATCH, FALLBACK_BATCH, MB, MemoryFit,
-                                 batch_size_for_free_memory)
+from amnl.deploy.planner import (
+    DEFAULT_MAX_BATCH,
+    FALLBACK_BATCH,
+    MB,
+    MemoryFit,
+    batch_size_for_free_memory,
+)
 from amnl.model.inference import predict_windows
 from amnl.model.network import AMNL
 

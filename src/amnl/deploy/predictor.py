@@ -15,11 +15,11 @@ import torch
 
 from amnl.config import RunConfig
 from amnl.data.cmapss import EngineTable, check_subset_name
+from amnl.deploy.engines import TorchEngine
 from amnl.errors import ModelError
+from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
-from amnl.deploy.engines import TorchEngine
-from amnl.evaluate.evaluate import PredictFn
 from amnl.train.checkpoint import load_run
 
 #: Where bundled models live inside the package (one run directory per subset, FP16 weights).
