@@ -10,27 +10,8 @@ OUT=${STUDY_DIR:-runs/recipe-study}
 AMNL=${AMNL:-amnl}
 PY=${PYTHON:-python}
 mkdir -p "$OUT"
-for subset in FD001 FD002; do
-  git show "22ac346:configs/$(echo "$subset" | tr 'A-Z' 'a-z').json" > "$OUT/recipe1-$subset.json"
-done
-variant() {  # name subset key=json-value ...
-  local name=$1 subset=$2; shift 2
-  $PY - "$OUT/recipe1-$subset.json" "$OUT/$name.json" "$@" <<'PYEOF'
-import json, sys
-src, dst, *pairs = sys.argv[1:]
-cfg = json.load(open(src))
-for pair in pairs:
-    key, value = pair.split("=", 1)
-    section, field = key.split(".")
-    cfg[section][field] = json.loads(value)
-json.dump(cfg, open(dst, "w"), indent=2)
-PYEOF
-  [ -f "$OUT/$name/metrics.json" ] && { echo "skip $name"; return; }
-  echo "$(date +%T) train $name"
-  $AMNL train --dataset "$subset" --seed 0 --config "$OUT/$name.json" --data-dir "$DATA" \
-    --out "$OUT/$name" --no-progress > "$OUT/$name.log" 2>&1 || echo "FAILED $name"
-  echo "$(date +%T) $name: $(tail -n 1 "$OUT/$name.log")"
-}
+. "$(dirname "$0")/study_lib.sh"
+base_configs 22ac346 FD001 FD002   # recipe 1
 R2="data.smoothing=0.1 model.funnel_dropout=0.0 train.epochs=30"
 variant smooth FD001 data.smoothing=0.1
 variant recipe2 FD001 $R2
