@@ -20,6 +20,10 @@ process imports neither torch nor scikit-learn::
     .venv/bin/python benchmarks/bench_inference.py rss --export export/fd001 --precision int8 \\
         --input ../shared/data/CMAPSS/test_FD001.txt
 
+Median over repeated ``speed`` runs (the host's speed drifts from run to run)::
+
+    .venv/bin/python benchmarks/bench_inference.py summary benchmarks/results/bench-*.json
+
 Without ``--model``, the bundled models (src/amnl/weights/FD00x) are used where present.
 Results go to benchmarks/results/ as JSON; ``accuracy`` also prints a Markdown table.
 """
@@ -107,6 +111,30 @@ def _rss(args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def _summary(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    runs = [json.loads(Path(f).read_text()) for f in args.files]
+    cells: dict[tuple, list[dict]] = {}
+    for run in runs:
+        for r in run["rows"]:
+            cells.setdefault((r["engine"], r["precision"], r["window"]), []).append(r)
+    peaks = {k: np.median([run["peaks"][k] for run in runs]) for k in runs[0]["peaks"]}
+    print(f"{len(runs)} runs; median matmul peak GFLOP/s: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+    print("| engine | precision | window | b1 p50 ms (min-max) | b1 p95 ms | b256 windows/s (min-max) "
+          "| % of peak | peak RSS MB | max foreign |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (engine, precision, window), rs in cells.items():
+        def col(key, rs=rs):
+            return np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
+        p50, tput, rss = col("p50_ms"), col("throughput"), col("rss_mb")
+        print(f"| {engine} | {precision} | {window} | {np.median(p50):.2f} ({p50.min():.2f}-{p50.max():.2f}) "
+              f"| {np.median(col('p95_ms')):.2f} | {np.median(tput):,.0f} ({tput.min():,.0f}-{tput.max():,.0f}) "
+              f"| {np.median(col('fraction_of_peak')):.0%} {rs[0]['peak']} "
+              f"| {f'{np.median(rss):.0f}' if len(rss) else '-'} | {col('foreign_cpu').max():.0%} |")
+
+
 def markdown(rows: list[dict]) -> str:
     """Engine x precision rows per subset, with the RMSE change against torch FP32."""
     lines = ["| subset | engine | precision | RMSE | dRMSE vs torch fp32 | NASA | MAE | health acc |",
@@ -134,6 +162,9 @@ def main() -> None:
     c.add_argument("--threads", type=int, default=0)
     c.add_argument("--out", type=Path)
     c.set_defaults(fn=_chunks)
+    m = sub.add_parser("summary", help="median table over repeated speed runs (their JSON files)")
+    m.add_argument("files", nargs="+", type=Path)
+    m.set_defaults(fn=_summary)
     r = sub.add_parser("rss", help="peak RSS of an ONNX Runtime process on an exported folder")
     r.add_argument("--export", type=Path, required=True, help="folder or .onnx file of amnl export")
     r.add_argument("--input", type=Path, required=True, help="C-MAPSS text file of histories")

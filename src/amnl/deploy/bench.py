@@ -223,7 +223,7 @@ def time_calls(fn: Callable[[], Any], *, seconds: float, min_reps: int,
         elapsed = time.perf_counter() - start
         if len(times) >= min_reps and elapsed >= seconds:
             break
-        if len(times) >= ABS_MIN_REPS and elapsed >= MAX_TIME_FACTOR * seconds:
+        if seconds > 0 and len(times) >= ABS_MIN_REPS and elapsed >= MAX_TIME_FACTOR * seconds:
             logger.warning("stopped after %d calls (%.1f s): the machine looks busy", len(times), elapsed)
             break
     return np.asarray(times)

@@ -69,7 +69,8 @@ FORMAT_VERSION = "1"
 #: throughput is flat from 8 to 96 windows a run and about 15 % lower at 256-512, because
 #: ONNX Runtime's LSTM keeps the input projection of every time step (T x B x 4H floats per
 #: direction) and large batches spill out of the caches; peak RSS of an INT8 process is about
-#: 100 MB with runs of 64 against 230 MB with runs of 256.
+#: 100 MB with runs of 64 against 230 MB with runs of 256. (On a Zen 5 host the sweep put 16-32
+#: at most 10 % ahead of 64, within that machine's run-to-run noise.)
 DEFAULT_CHUNK = 64
 #: Op types ONNX Runtime's dynamic quantiser rewrites. Gemm is not among them (see the module
 #: docstring), and Conv would become the slow ``ConvInteger``; the export has neither.
