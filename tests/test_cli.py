@@ -103,3 +103,19 @@ def test_missing_run_and_unknown_subset(tmp_path):
     assert res.exit_code == 2 and "unknown subset" in res.output
     res = runner.invoke(app, ["evaluate", "--run", str(tmp_path), "--data-dir", str(tmp_path)])
     assert res.exit_code == 2 and "missing" in res.output
+
+
+def test_train_keeps_loss_and_seed_of_config_unless_given(trained, tmp_path):
+    """--config's train.loss and train.seed hold unless --loss / --seed are given."""
+    data, _ = trained
+    cfg = json.loads((REPO / "configs" / "tiny.json").read_text())
+    cfg["train"].update(loss="baseline", seed=3, epochs=1)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(cfg))
+    for extra, expected in (([], ("baseline", 3)), (["--loss", "amnl", "--seed", "1"], ("amnl", 1))):
+        out = tmp_path / f"run{len(extra)}"
+        res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data), "--config",
+                                  str(path), "--out", str(out), "--no-progress", *extra])
+        assert res.exit_code == 0, res.output
+        saved = json.loads((out / "config.json").read_text())["train"]
+        assert (saved["loss"], saved["seed"]) == expected

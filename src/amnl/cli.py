@@ -57,9 +57,11 @@ def info(
 @app.command()
 def train(
     dataset: Dataset = "FD001",
-    loss: Annotated[str, typer.Option(help="amnl, amnl-normalized, baseline, gaba or grace.")] = "amnl",
+    loss: Annotated[str | None, typer.Option(
+        help="amnl, amnl-normalized, baseline, gaba or grace (default: the --config's, else amnl).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of weights and batch order.")] = 0,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of weights and batch order (default: the --config's, else 0).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<dataset>-<loss>-s<seed>).")] = None,
     data_dir: DataDir = None,
     config: Annotated[Path | None, typer.Option(help="A config.json to start from (e.g. configs/fd001.json).")] = None,
@@ -96,7 +98,7 @@ def train(
     cfg = _run(RunConfig, replace(cfg.data, subset=name), cfg.model, train_cfg)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    out = out or Path("runs") / f"{name}-{loss}-s{seed}"
+    out = out or Path("runs") / f"{name}-{cfg.train.loss}-s{cfg.train.seed}"
     summary = _run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
                    progress=progress, device=device)
     if summary["interrupted"]:

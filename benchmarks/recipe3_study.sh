@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Candidates for a third recipe, one seed-0 run per variant on FD001 and FD003, each a change of
+# recipe 2 (configs at commit 364becb), judged on validation only (val_diagnostics.py, every
+# validation engine cut after each cycle >= 30; the campaign's seed-0 runs are the reference).
+#
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/recipe3_study.sh > runs/recipe3-study/study.log 2>&1 &
+set -u
+DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
+OUT=${STUDY_DIR:-runs/recipe3-study}
+AMNL=${AMNL:-amnl}
+PY=${PYTHON:-python}
+REF=${REF_CAMPAIGN:-runs/campaign2}
+mkdir -p "$OUT"
+. "$(dirname "$0")/study_lib.sh"
+base_configs 364becb FD001 FD003   # recipe 2
+for subset in FD001 FD003; do
+  variant "smooth02-$subset" "$subset" data.smoothing=0.2
+  variant "smooth005-$subset" "$subset" data.smoothing=0.05
+  variant "normalized-$subset" "$subset" 'train.loss="amnl-normalized"'
+  variant "lr5e-4-$subset" "$subset" train.lr=5e-4 train.plateau_patience=3 train.early_stop_patience=6
+done
+for subset in FD001 FD003; do
+  $PY benchmarks/val_diagnostics.py "$REF/$subset-amnl-s0" "$OUT"/{smooth02,smooth005,normalized,lr5e-4}-$subset \
+    --data-dir "$DATA" --from-cycle 30
+done
