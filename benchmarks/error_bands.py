@@ -1,0 +1,44 @@
+"""Error by true-RUL band of a finished evaluation (reporting only, after model selection).
+
+    python benchmarks/error_bands.py runs/campaign2/FD003-amnl-s0/test/predictions.csv [--worst 5]
+
+Reads the per-engine CSV that ``amnl evaluate --out`` writes (true RUL capped at 125) and prints
+RMSE (bias) per band, engines per band, the worst engines and the RMSE without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from val_diagnostics import BANDS, band_table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv", type=Path)
+    ap.add_argument("--worst", type=int, default=5)
+    args = ap.parse_args()
+    rows = list(csv.DictReader(args.csv.read_text().splitlines()))
+    truth = np.array([float(r["true_rul"]) for r in rows])
+    pred = np.array([float(r["pred_rul"]) for r in rows])
+    err = pred - truth
+    counts = [int(((truth >= lo) & (truth < hi)).sum()) for lo, hi in BANDS]
+    print("| engines | RMSE | " + " | ".join(
+        f"RUL {lo}-{hi if hi < 126 else 'cap'}: RMSE (bias)" for lo, hi in BANDS) + " |")
+    print(f"| {len(rows)} | {np.sqrt(np.mean(err ** 2)):.2f} | {band_table(pred, truth)} |")
+    print("engines per band: " + ", ".join(str(c) for c in counts))
+    worst = np.argsort(-np.abs(err))[: args.worst]
+    print("worst engines (unit: true -> predicted): " + ", ".join(
+        f"{rows[i]['unit']}: {truth[i]:.0f} -> {pred[i]:.1f}" for i in worst))
+    keep = np.setdiff1d(np.arange(len(rows)), worst)
+    print(f"RMSE without them: {np.sqrt(np.mean(err[keep] ** 2)):.2f}")
+
+
+if __name__ == "__main__":
+    main()
