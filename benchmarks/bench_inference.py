@@ -96,14 +96,14 @@ def _chunks(args: argparse.Namespace) -> None:
 
 def _rss(args: argparse.Namespace) -> None:
     from amnl.data.cmapss import read_table
-    from amnl.deploy.bench import _peak_rss_bytes
+    from amnl.deploy.bench import MB, peak_rss_bytes
     from amnl.deploy.onnx import load_exported
 
     _, pre, engine = load_exported(args.export, precision=args.precision, threads=args.threads)
     x = pre.windows(read_table(args.input), last_only=not args.all_windows).arrays()
     engine(x)
     result = {"export": str(args.export), "precision": args.precision, "input": str(args.input),
-              "windows": len(x), "rss_mb": _peak_rss_bytes() / 2**20,
+              "windows": len(x), "rss_mb": peak_rss_bytes() / MB,
               "torch_imported": "torch" in sys.modules, "sklearn_imported": "sklearn" in sys.modules}
     print(json.dumps(result))
     if args.out:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from val_diagnostics import BANDS, band_table
+from val_diagnostics import BANDS, band_header, band_table  # beside this script
 
 
 def main() -> None:
@@ -29,8 +26,7 @@ def main() -> None:
     pred = np.array([float(r["pred_rul"]) for r in rows])
     err = pred - truth
     counts = [int(((truth >= lo) & (truth < hi)).sum()) for lo, hi in BANDS]
-    print("| engines | RMSE | " + " | ".join(
-        f"RUL {lo}-{hi if hi < 126 else 'cap'}: RMSE (bias)" for lo, hi in BANDS) + " |")
+    print(band_header("engines | RMSE"))
     print(f"| {len(rows)} | {np.sqrt(np.mean(err ** 2)):.2f} | {band_table(pred, truth)} |")
     print("engines per band: " + ", ".join(str(c) for c in counts))
     worst = np.argsort(-np.abs(err))[: args.worst]

@@ -5,12 +5,7 @@
 #
 #   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/recipe3_study.sh > runs/recipe3-study/study.log 2>&1 &
 set -u
-DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
 OUT=${STUDY_DIR:-runs/recipe3-study}
-AMNL=${AMNL:-amnl}
-PY=${PYTHON:-python}
-REF=${REF_CAMPAIGN:-runs/campaign2}
-mkdir -p "$OUT"
 . "$(dirname "$0")/study_lib.sh"
 base_configs 364becb FD001 FD003   # recipe 2
 for subset in FD001 FD003; do
@@ -20,6 +15,5 @@ for subset in FD001 FD003; do
   variant "lr5e-4-$subset" "$subset" train.lr=5e-4 train.plateau_patience=3 train.early_stop_patience=6
 done
 for subset in FD001 FD003; do
-  $PY benchmarks/val_diagnostics.py "$REF/$subset-amnl-s0" "$OUT"/{smooth02,smooth005,normalized,lr5e-4}-$subset \
-    --data-dir "$DATA" --from-cycle 30
+  compare "$subset" {smooth02,smooth005,normalized,lr5e-4}-"$subset"
 done

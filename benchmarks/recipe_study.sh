@@ -5,11 +5,7 @@
 #
 #   nohup benchmarks/recipe_study.sh > runs/recipe-study/study.log 2>&1 &
 set -u
-DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
 OUT=${STUDY_DIR:-runs/recipe-study}
-AMNL=${AMNL:-amnl}
-PY=${PYTHON:-python}
-mkdir -p "$OUT"
 . "$(dirname "$0")/study_lib.sh"
 base_configs 22ac346 FD001 FD002   # recipe 1
 R2="data.smoothing=0.1 model.funnel_dropout=0.0 train.epochs=30"

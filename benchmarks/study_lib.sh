@@ -1,6 +1,14 @@
-# Shared by the recipe studies: `variant NAME SUBSET key=json-value ...` trains one seed-0 run of
-# the base config "$OUT/base-$SUBSET.json" with the given fields changed (validation only).
-# Callers set DATA, OUT, AMNL, PY and write the base configs first (base_configs REV SUBSET...).
+# Shared by the recipe studies. Set OUT (the study folder) and source this file: it fills the
+# settings below from the environment, creates OUT, and defines
+#   base_configs REV SUBSET...          configs/fd00x.json as of commit REV -> "$OUT/base-$SUBSET.json"
+#   variant NAME SUBSET key=json ...    one seed-0 run of the base config with fields changed
+#   compare SUBSET NAME...              validation of the campaign's seed-0 run and the variants,
+#                                       every engine cut after each cycle >= 30 (any window)
+DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
+AMNL=${AMNL:-amnl}
+PY=${PYTHON:-python}
+REF=${REF_CAMPAIGN:-runs/campaign2}
+mkdir -p "$OUT"
 base_configs() {  # rev subset ...
   local rev=$1; shift
   for subset in "$@"; do
@@ -24,4 +32,9 @@ PYEOF
   $AMNL train --dataset "$subset" --seed 0 --config "$OUT/$name.json" --data-dir "$DATA" \
     --out "$OUT/$name" --no-progress > "$OUT/$name.log" 2>&1 || echo "FAILED $name"
   echo "$(date +%T) $name: $(tail -n 1 "$OUT/$name.log")"
+}
+compare() {  # subset name ...
+  local subset=$1; shift
+  $PY benchmarks/val_diagnostics.py "$REF/$subset-amnl-s0" "${@/#/$OUT/}" --data-dir "$DATA" \
+    --from-cycle 30
 }

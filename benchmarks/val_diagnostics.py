@@ -18,12 +18,19 @@ import argparse
 
 import numpy as np
 
-from amnl.data.cmapss import EngineTable, load_subset
-from amnl.features.pipeline import Windows
+from amnl.data.cmapss import load_subset
 from amnl.model.inference import predict_windows
 from amnl.train.checkpoint import load_run
 
 BANDS = [(0, 30), (30, 60), (60, 90), (90, 125), (125, 126)]
+
+
+def band_header(first: str) -> str:
+    """Markdown header (and rule) of a band table whose leading columns are ``first``."""
+    cols = first.count("|") + 1
+    return (f"| {first} | " + " | ".join(f"RUL {lo}-{hi if hi < 126 else 'cap'}: RMSE (bias)"
+                                         for lo, hi in BANDS) + " |\n"
+            + "|" + "---|" * (cols - 1) + "---:|" + "---:|" * len(BANDS))
 
 
 def band_table(pred: np.ndarray, truth: np.ndarray) -> str:
@@ -35,18 +42,6 @@ def band_table(pred: np.ndarray, truth: np.ndarray) -> str:
     return " | ".join(cells)
 
 
-def cut_windows(w: Windows, starts: np.ndarray, lengths: np.ndarray, window: int,
-                from_cycle: int, rul_cap: float) -> tuple[np.ndarray, np.ndarray]:
-    """Last window of every cut of every engine after cycle ``from_cycle``; and the capped RUL."""
-    xs, ruls = [], []
-    for start, length in zip(starts, lengths, strict=True):
-        ends = start + np.arange(min(from_cycle, length - 1), length)
-        idx = np.maximum(ends[:, None] - (window - 1) + np.arange(window)[None, :], start)
-        xs.append(w.x[idx])
-        ruls.append(np.minimum(start + length - 1 - ends, rul_cap))
-    return np.concatenate(xs), np.concatenate(ruls).astype(np.float32)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+")
@@ -56,9 +51,7 @@ def main() -> None:
     ap.add_argument("--from-cycle", type=int, default=None,
                     help="score every engine cut after each cycle >= N (test-like, any window)")
     args = ap.parse_args()
-    print("| run | engines | RMSE | " + " | ".join(
-        f"RUL {lo}-{hi if hi < 126 else 'cap'}: RMSE (bias)" for lo, hi in BANDS) + " |")
-    print("|---|---|---:|" + "---:|" * len(BANDS))
+    print(band_header("run | engines | RMSE"))
     preds, truth, split = [], None, None
     for run in args.runs:
         cfg, pre, model = load_run(run)
@@ -70,19 +63,13 @@ def main() -> None:
         split = key
         parts = [("val", val_units)] + ([("train", train_units)] if args.train_engines else [])
         for name, units in parts:
-            w = pre.windows(table, units=units)
-            if args.from_cycle is None:
-                x, rul = w.arrays(), w.rul
-            else:
-                kept = EngineTable(table.path, table.values[np.isin(table.unit, units)])
-                x, rul = cut_windows(w, kept.starts, kept.lengths, cfg.data.window,
-                                     args.from_cycle, cfg.data.rul_cap)
-            p = predict_windows(model, x)[0]
-            print(f"| {run} | {name} | {np.sqrt(np.mean((p - rul) ** 2)):.2f} | "
-                  f"{band_table(p, rul)} |")
+            w = pre.windows(table, units=units, first_end=args.from_cycle)
+            p = predict_windows(model, w.arrays())[0]
+            print(f"| {run} | {name} | {np.sqrt(np.mean((p - w.rul) ** 2)):.2f} | "
+                  f"{band_table(p, w.rul)} |")
             if name == "val":
                 preds.append(p)
-                truth = rul
+                truth = w.rul
     if len(preds) > 1:
         mean = np.mean(preds, axis=0)
         print(f"| mean of {len(preds)} runs | val | {np.sqrt(np.mean((mean - truth) ** 2)):.2f} | "

@@ -105,7 +105,7 @@ def server(archives: dict[str, bytes]) -> Iterator[str]:
     """Base URL of a local HTTP server offering :func:`archives` (404 for anything else)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # http.server's naming
             if self.path == "/slow.zip":
                 time.sleep(1.0)
             body = archives.get(self.path.lstrip("/"))

@@ -38,6 +38,17 @@ def test_window_index_all_windows_stride_one():
     assert idx.max() < 13  # never crosses into another engine
 
 
+def test_window_index_first_end_gives_every_cut():
+    """first_end=1: a window ending at every cycle from the second on, front-padded; each is
+    the last window of the engine cut after that cycle."""
+    idx = window_index(np.array([0, 6]), np.array([6, 1]), window=4, first_end=1)
+    assert idx.tolist() == [[0, 0, 0, 1], [0, 0, 1, 2], [0, 1, 2, 3], [1, 2, 3, 4],
+                            [2, 3, 4, 5], [6, 6, 6, 6]]
+    for end in range(1, 6):
+        cut = window_index(np.array([0]), np.array([end + 1]), window=4, last_only=True)
+        assert cut[0].tolist() == idx[end - 1].tolist()
+
+
 def test_rul_labels_capped_and_health_boundaries():
     rul = train_rul(np.array([200]), cap=125)
     assert rul[0] == 125 and rul[-1] == 0 and rul[-126] == 125 and rul[-125] == 124

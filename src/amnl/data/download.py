@@ -169,7 +169,7 @@ def _fetch(url: str, out: IO[bytes], *, timeout: float,
                         f"{', '.join(ALLOWED_SCHEMES)}")
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(request, timeout=timeout)  # scheme checked above
     except urllib.error.HTTPError as exc:
         raise DataError(f"download failed: HTTP {exc.code} {exc.reason} from {url}") from None
     except urllib.error.URLError as exc:

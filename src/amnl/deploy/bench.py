@@ -411,10 +411,10 @@ def _rss_child(spec: dict[str, Any]) -> None:
         fn = OnnxEngine(spec["path"], threads=spec["threads"])
     for b in RSS_BATCHES:
         fn(x[:b])
-    print(json.dumps({"rss_mb": _peak_rss_bytes() / MB, "torch_imported": "torch" in sys.modules}))
+    print(json.dumps({"rss_mb": peak_rss_bytes() / MB, "torch_imported": "torch" in sys.modules}))
 
 
-def _peak_rss_bytes() -> float:
+def peak_rss_bytes() -> float:
     """This process's RSS high-water mark: ``VmHWM`` on Linux. ``ru_maxrss`` is only the
     fallback, because after fork + exec it still counts the parent's RSS."""
     import resource

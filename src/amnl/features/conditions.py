@@ -44,9 +44,8 @@ class OperatingConditions:
             self.centers_ = settings.mean(axis=0, keepdims=True)
             self.n_conditions_ = 1
             return self
-        from sklearn.cluster import (
-            KMeans,  # only fitting needs it; inference stays light
-        )
+        # only fitting needs scikit-learn; inference stays light
+        from sklearn.cluster import KMeans
 
         k = min(self.n_clusters, len(np.unique(settings, axis=0)))
         km = KMeans(n_clusters=k, n_init=10, random_state=self.random_state).fit(settings)

@@ -98,7 +98,8 @@ class Preprocessor:
         return smooth_engines(x, table.starts, table.lengths, self.config.smoothing)
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
-                last_only: bool = False, rul_after_end: np.ndarray | None = None) -> Windows:
+                last_only: bool = False, rul_after_end: np.ndarray | None = None,
+                first_end: int | None = None) -> Windows:
         """Scaled windows and labels of a file.
 
         Args:
@@ -107,6 +108,8 @@ class Preprocessor:
             last_only: one window per engine at its last cycle (test protocol).
             rul_after_end: for test files, the true RUL after each engine's last cycle
                 (``RUL_FDxxx``); training files are run to failure, so this is 0.
+            first_end: windows end at every cycle from this one on (0-based, front-padded
+                where shorter than the window); default: from the first full window.
 
         Returns:
             A :class:`Windows`.
@@ -117,7 +120,8 @@ class Preprocessor:
             table = EngineTable(table.path, table.values[np.isin(table.unit, units)])
         x = self.transform(table)
         starts, lengths, unit_ids = table.starts, table.lengths, table.units
-        index = window_index(starts, lengths, self.config.window, last_only=last_only)
+        index = window_index(starts, lengths, self.config.window, last_only=last_only,
+                             first_end=first_end)
         ends = index[:, -1]
         owner = np.searchsorted(starts, ends, side="right") - 1
         unit = unit_ids[owner]

@@ -13,7 +13,8 @@ WINDOW = 30
 
 
 def window_index(starts: np.ndarray, lengths: np.ndarray, window: int = WINDOW, *,
-                 last_only: bool = False, stride: int = 1) -> np.ndarray:
+                 last_only: bool = False, stride: int = 1,
+                 first_end: int | None = None) -> np.ndarray:
     """Row indices of every window, int64 (n_windows, window).
 
     Args:
@@ -23,6 +24,9 @@ def window_index(starts: np.ndarray, lengths: np.ndarray, window: int = WINDOW, 
         last_only: one window per engine, ending at its last cycle (test protocol).
         stride: step between window ends for training windows. Engines shorter than W give a
             single padded window ending at their last cycle.
+        first_end: cycle (0-based, within each engine) where the first window ends; default
+            ``W - 1``, the first full window. Earlier ends give front-padded windows, as an
+            engine cut after that cycle would (the test files' presentation).
 
     Example:
         >>> window_index(np.array([0]), np.array([3]), window=4, last_only=True)
@@ -34,11 +38,12 @@ def window_index(starts: np.ndarray, lengths: np.ndarray, window: int = WINDOW, 
         ends = starts + lengths - 1
         owner = starts
     else:
-        first_end = np.minimum(window, lengths) - 1  # offset of first full (or only) window end
-        counts = (lengths - 1 - first_end) // stride + 1
+        first = window - 1 if first_end is None else first_end
+        offset = np.minimum(first, lengths - 1)  # of the first (or only) window end
+        counts = (lengths - 1 - offset) // stride + 1
         owner = np.repeat(starts, counts)
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        ends = owner + np.repeat(first_end, counts) + within * stride
+        ends = owner + np.repeat(offset, counts) + within * stride
     idx = ends[:, None] - (window - 1) + np.arange(window)[None, :]
     return np.maximum(idx, owner[:, None])
 
