@@ -1,5 +1,5 @@
-"""Validation-only diagnostics of trained runs: error and bias by true-RUL band, and the RMSE of
-the runs' averaged predictions (a seed/recipe ensemble). Never reads the test files.
+"""Validation-only diagnostics of trained runs: RMSE, health-class-balanced RMSE, error and bias
+by true-RUL band, and the RMSE of the runs' averaged predictions (a seed/recipe ensemble). Never reads the test files.
 
     python benchmarks/val_diagnostics.py RUN [RUN ...] [--data-dir ../shared/data/CMAPSS]
         [--train-engines] [--from-cycle N]
@@ -19,6 +19,7 @@ import argparse
 import numpy as np
 
 from amnl.data.cmapss import load_subset
+from amnl.evaluate.metrics import balanced_rmse
 from amnl.model.inference import predict_windows
 from amnl.train.checkpoint import load_run
 
@@ -51,7 +52,7 @@ def main() -> None:
     ap.add_argument("--from-cycle", type=int, default=None,
                     help="score every engine cut after each cycle >= N (test-like, any window)")
     args = ap.parse_args()
-    print(band_header("run | engines | RMSE"))
+    print(band_header("run | engines | RMSE | balanced RMSE"))
     preds, truth, split = [], None, None
     for run in args.runs:
         cfg, pre, model = load_run(run)
@@ -66,14 +67,14 @@ def main() -> None:
             w = pre.windows(table, units=units, first_end=args.from_cycle)
             p = predict_windows(model, w.arrays())[0]
             print(f"| {run} | {name} | {np.sqrt(np.mean((p - w.rul) ** 2)):.2f} | "
-                  f"{band_table(p, w.rul)} |")
+                  f"{balanced_rmse(p, w.rul, w.health):.2f} | {band_table(p, w.rul)} |")
             if name == "val":
                 preds.append(p)
-                truth = w.rul
+                truth, health = w.rul, w.health
     if len(preds) > 1:
         mean = np.mean(preds, axis=0)
         print(f"| mean of {len(preds)} runs | val | {np.sqrt(np.mean((mean - truth) ** 2)):.2f} | "
-              f"{band_table(mean, truth)} |")
+              f"{balanced_rmse(mean, truth, health):.2f} | {band_table(mean, truth)} |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ from typing import Any
 
 LOSSES = ("amnl", "amnl-normalized", "baseline", "gaba", "grace")
 PRECISIONS = ("fp32", "bf16", "fp16")
+#: Per-epoch sampling of training windows.
+BALANCES = ("none", "health")
+#: Validation metric for early stopping, the LR plateau and the best checkpoint.
+SELECT_METRICS = ("rmse", "rmse_balanced")
 
 
 @dataclass
@@ -122,12 +126,24 @@ class TrainConfig:
     """torch intra-op threads; 0 keeps torch's default."""
     max_train_windows: int = 0
     """If > 0, each epoch samples this many training windows (0 = all)."""
+    balance: str = "none"
+    """Window sampling: ``none`` (uniform) or ``health`` (each health class drawn equally often,
+    so the short degraded and critical phases weigh as much as the long healthy one)."""
+    select_metric: str = "rmse"
+    """Validation score that drives early stopping, the plateau rule and the kept weights:
+    ``rmse`` over all validation windows, or ``rmse_balanced`` (mean squared error averaged over
+    the health classes, then the root)."""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, "
+                             f"got {self.select_metric!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be >= 1")
 

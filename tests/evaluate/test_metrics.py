@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amnl.evaluate.metrics import macro_f1, nasa_score, rmse, rul_metrics
+from amnl.evaluate.metrics import balanced_rmse, macro_f1, nasa_score, rmse, rul_metrics
 
 
 def test_nasa_score_penalises_late_more():
@@ -22,3 +22,12 @@ def test_rmse_mae_and_mean_score():
 def test_macro_f1():
     assert macro_f1(np.array([0, 1, 2]), np.array([0, 1, 2])) == 1.0
     assert macro_f1(np.array([0, 0, 0]), np.array([0, 1, 2])) == pytest.approx((0.5 + 0 + 0) / 3)
+
+
+def test_balanced_rmse_weighs_every_class_alike():
+    true = np.zeros(10)
+    pred = np.r_[np.zeros(9), 4.0]  # one bad window in a small class
+    groups = np.r_[np.zeros(9, int), 1]
+    assert rmse(pred, true) == pytest.approx(np.sqrt(1.6))
+    assert balanced_rmse(pred, true, groups) == pytest.approx(np.sqrt(8.0))
+    assert balanced_rmse(pred, true, np.zeros(10, int)) == pytest.approx(rmse(pred, true))

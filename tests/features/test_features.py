@@ -15,7 +15,7 @@ from amnl.features import (
     train_rul,
     window_index,
 )
-from amnl.features.dataset import WindowBatches
+from amnl.features.dataset import WindowBatches, class_balanced_weights
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +128,21 @@ def test_batches_types(fleet6):
     assert x.shape == (16, 30, 14) and x.dtype.is_floating_point and str(x.dtype) == "torch.float32"
     assert rul.shape == (16,) and str(rul.dtype) == "torch.float32"
     assert health.shape == (16,) and str(health.dtype) == "torch.int64"
+
+
+def test_health_balanced_sampling_draws_classes_alike(fleet6):
+    table = read_table(fleet6["train"])
+    pre = Preprocessor().fit(table)
+    w = pre.windows(table)
+    share = np.bincount(w.health, minlength=3) / len(w)
+    assert share.max() > 0.5  # the healthy phase dominates the plain windows
+    batches = WindowBatches(w, batch_size=100, shuffle=True,
+                            weights=class_balanced_weights(w.health))
+    drawn = np.concatenate([np.concatenate([h.numpy() for _, _, h in batches]) for _ in range(5)])
+    assert len(drawn) == 5 * len(w)  # an epoch keeps its size
+    np.testing.assert_allclose(np.bincount(drawn, minlength=3) / len(drawn), 1 / 3, atol=0.04)
+    with pytest.raises(ValueError, match="weights"):
+        WindowBatches(w, weights=np.ones(3))
 
 
 def test_smoothing_is_causal_per_engine(fleet6):

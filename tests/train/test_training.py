@@ -66,3 +66,17 @@ def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
     assert not summary["interrupted"] and summary["epochs_run"] == 3
     assert not (run / "checkpoint.pt").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_balanced_sampling_and_selection_metric(fleet, tmp_path):
+    run = tmp_path / "run"
+    summary = train_run(_config(epochs=3, balance="health", select_metric="rmse_balanced",
+                                early_stop_patience=10), fleet, run, progress=False)
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    best = min(epochs, key=lambda e: e["val_rmse_balanced"])
+    assert summary["best_epoch"] == best["epoch"]
+    assert summary["val_rmse_balanced"] == best["val_rmse_balanced"]
+    with pytest.raises(ValueError, match="balance"):
+        TrainConfig(balance="rul")
+    with pytest.raises(ValueError, match="select_metric"):
+        TrainConfig(select_metric="mae")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amnl.data.cmapss import Subset
-from amnl.evaluate.metrics import health_metrics, rmse, rul_metrics
+from amnl.evaluate.metrics import balanced_rmse, health_metrics, rmse, rul_metrics
 from amnl.features.pipeline import Preprocessor, Windows
 
 PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -21,7 +21,9 @@ PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 def score_windows(predict: PredictFn, windows: Windows, prefix: str = "") -> dict[str, float]:
     """RUL and health metrics of ``predict`` on labelled windows."""
     rul, prob = predict(windows.arrays())
-    out = {**rul_metrics(rul, windows.rul), **health_metrics(prob.argmax(1), windows.health)}
+    out = {**rul_metrics(rul, windows.rul),
+           "rmse_balanced": balanced_rmse(rul, windows.rul, windows.health),
+           **health_metrics(prob.argmax(1), windows.health)}
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 

@@ -49,5 +49,19 @@ def rul_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
             "nasa_mean": s / max(len(np.asarray(pred)), 1)}
 
 
+def balanced_rmse(pred: np.ndarray, true: np.ndarray, groups: np.ndarray) -> float:
+    """Root of the mean over groups (health classes) of each group's mean squared error.
+
+    Every group present weighs the same, however many windows it has.
+
+    Example:
+        >>> balanced_rmse(np.array([0.0, 0.0, 0.0, 3.0]), np.zeros(4), np.array([0, 0, 0, 1]))
+        2.1213203435596424
+    """
+    err = (np.asarray(pred, float) - np.asarray(true, float)) ** 2
+    groups = np.asarray(groups)
+    return float(np.sqrt(np.mean([err[groups == g].mean() for g in np.unique(groups)])))
+
+
 def health_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     return {"health_accuracy": accuracy(pred, true), "health_macro_f1": macro_f1(pred, true)}

@@ -17,7 +17,7 @@ import torch
 from amnl.config import RunConfig
 from amnl.data.cmapss import load_subset
 from amnl.evaluate.evaluate import score_windows
-from amnl.features.dataset import WindowBatches
+from amnl.features.dataset import WindowBatches, class_balanced_weights
 from amnl.features.pipeline import Preprocessor
 from amnl.model.inference import predict_windows
 from amnl.model.network import AMNL
@@ -71,8 +71,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     config.save(out / CONFIG_FILE)
     pre.save(out)
 
+    weights = class_balanced_weights(train_w.health) if tc.balance == "health" else None
     batches = WindowBatches(train_w, tc.batch_size, shuffle=True, seed=tc.seed,
-                            max_windows=tc.max_train_windows)
+                            max_windows=tc.max_train_windows, weights=weights)
     model = AMNL(config.model)
     shared = [*model.cnn.parameters(), *model.lstm.parameters(), *model.attention.parameters(),
               *model.funnel.parameters()]
@@ -83,7 +84,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         return score_windows(lambda x: predict_windows(m, x, device=device), val_w, prefix="val_")
 
     result = fit(model, loss_fn, batches, validate, tc, out, device=device, resume=resume,
-                 progress=progress, on_best=lambda m: save_weights(m, out / WEIGHTS_FILE))
+                 progress=progress, on_best=lambda m: save_weights(m, out / WEIGHTS_FILE),
+                 score_key=f"val_{tc.select_metric}")
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     best = next(e for e in epochs if e["epoch"] == result.best_epoch) if result.best_epoch else {}
     summary = {
