@@ -5,13 +5,15 @@
 # interrupted ones, so the campaign can be stopped and continued.
 #
 #   nohup benchmarks/campaign.sh > runs/campaign/campaign.log 2>&1 &
+#
+# CAMPAIGN_RUNS replaces the list below ("subset loss seed" per line), for a partial campaign.
 set -u
 DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
 OUT=${CAMPAIGN_DIR:-runs/campaign}
 AMNL=${AMNL:-amnl}
 mkdir -p "$OUT"
 # subset loss seed   (order: one run per subset first, so every subset has a model early)
-RUNS="FD001 amnl 0
+RUNS=${CAMPAIGN_RUNS:-"FD001 amnl 0
 FD002 amnl 0
 FD003 amnl 0
 FD004 amnl 0
@@ -22,7 +24,7 @@ FD004 amnl 1
 FD001 amnl 2
 FD003 amnl 2
 FD001 baseline 0
-FD002 baseline 0"
+FD002 baseline 0"}
 echo "$RUNS" | while read -r subset loss seed; do
   name="$subset-$loss-s$seed"
   run="$OUT/$name"

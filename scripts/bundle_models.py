@@ -4,7 +4,9 @@
 
 Weights are stored in FP16 safetensors with the run's config and preprocessing state in
 ``src/amnl/weights/<FD00x>/``, plus ``source.json`` naming the run and its validation metrics.
-A subset's bundled model is replaced only when the new run is better on validation.
+Runs are ranked by the validation score their config selects with (``train.select_metric``).
+A subset's bundled model is replaced only when the new run is better on validation: both are
+scored by that metric on the same validation engines (the training file only, never the test).
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pathlib import Path
 
 import torch
 
-from amnl.data.cmapss import SUBSETS
+from amnl.config import RunConfig
+from amnl.data.cmapss import SUBSETS, load_subset
+from amnl.evaluate.evaluate import score_windows
 from amnl.features.pipeline import Preprocessor
+from amnl.model.inference import predict_windows
 from amnl.train.checkpoint import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -29,16 +34,32 @@ from amnl.train.checkpoint import (
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "amnl" / "weights"
 
 
+def selection_key(run: Path) -> str:
+    """The summary key of the validation score a run was selected by (``val_rmse`` by default)."""
+    return f"val_{RunConfig.load(run / CONFIG_FILE).train.select_metric}"
+
+
 def best_run(campaign: Path, subset: str, loss: str) -> tuple[Path, dict] | None:
     found = []
     for summary in campaign.glob(f"{subset}-{loss}-s*/{SUMMARY_FILE}"):
         s = json.loads(summary.read_text())
-        if not s.get("interrupted") and s.get("val_rmse") is not None:
-            found.append((s["val_rmse"], summary.parent, s))
+        score = s.get(selection_key(summary.parent))
+        if not s.get("interrupted") and score is not None:
+            found.append((score, summary.parent, s))
     if not found:
         return None
     _, run, s = min(found, key=lambda t: t[0])
     return run, s
+
+
+def validation_score(model_dir: Path, split_of: Path, key: str, data_dir: Path) -> float:
+    """Score ``key`` of the model in ``model_dir`` on the validation engines of run ``split_of``."""
+    cfg, pre, model = load_run(model_dir)
+    _, ref_pre, _ = load_run(split_of)
+    table = load_subset(data_dir, cfg.data.subset, test=False).train
+    _, val_units = ref_pre.split_units(table)
+    val = pre.windows(table, units=val_units)
+    return score_windows(lambda x: predict_windows(model, x), val, prefix="val_")[key]
 
 
 def bundle(run: Path, summary: dict, dest: Path) -> None:
@@ -61,6 +82,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaign", type=Path, default=Path("runs/campaign"))
     ap.add_argument("--loss", default="amnl")
+    ap.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"),
+                    help="C-MAPSS folder (its training files score the bundled model)")
     args = ap.parse_args()
     for subset in SUBSETS:
         found = best_run(args.campaign, subset, args.loss)
@@ -69,12 +92,17 @@ def main() -> None:
             continue
         run, summary = found
         dest = PACKAGE_WEIGHTS / subset
-        current = dest / "source.json"
-        if current.is_file() and json.loads(current.read_text())["val_rmse"] <= summary["val_rmse"]:
-            print(f"{subset}: bundled model is as good on validation; kept")
-            continue
+        key = selection_key(run)
+        if (dest / WEIGHTS_FILE).is_file():
+            old = validation_score(dest, run, key, args.data_dir)
+            new = validation_score(run, run, key, args.data_dir)
+            if old <= new:
+                print(f"{subset}: bundled model is as good on validation ({key} {old:.2f} <= "
+                      f"{new:.2f} of {run.name}); kept")
+                continue
+            print(f"{subset}: {key} {new:.2f} of {run.name} against {old:.2f} bundled")
         bundle(run, summary, dest)
-        print(f"{subset}: bundled {run.name} (validation RMSE {summary['val_rmse']:.2f})")
+        print(f"{subset}: bundled {run.name} ({key} {summary[key]:.2f})")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ class DataConfig:
     """Causal exponential smoothing of the scaled sensors along each engine's history,
     ``s_t = a * x_t + (1 - a) * s_{t-1}`` with ``a`` this factor; 1.0 turns it off. Inputs
     must then be whole histories from the engine's first cycle, as C-MAPSS files are."""
+    baseline_cycles: int = 0
+    """If > 0, add each feature's deviation from the mean of the engine's first this-many
+    cycles (after scaling and smoothing) as extra inputs, which doubles them; 0 turns it off.
+    Inputs must then be whole histories from the engine's first cycle."""
 
     def __post_init__(self) -> None:
         self.health_thresholds = tuple(float(t) for t in self.health_thresholds)  # type: ignore
@@ -50,6 +54,8 @@ class DataConfig:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.baseline_cycles < 0:
+            raise ValueError(f"baseline_cycles must be >= 0, got {self.baseline_cycles}")
         if not 0.0 < self.smoothing <= 1.0:
             raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
         if not self.health_thresholds[0] > self.health_thresholds[1]:
@@ -57,7 +63,8 @@ class DataConfig:
 
     @property
     def n_features(self) -> int:
-        return 17 if self.use_settings else 14
+        base = 17 if self.use_settings else 14
+        return 2 * base if self.baseline_cycles else base
 
 
 @dataclass

@@ -162,3 +162,26 @@ def test_smoothing_is_causal_per_engine(fleet6):
     assert smooth.std() < raw.std()
     with pytest.raises(ValueError, match="smoothing"):
         DataConfig(smoothing=0.0)
+
+
+def test_baseline_deviation_is_causal_and_doubles_inputs(fleet6):
+    table = read_table(fleet6["train"])
+    cfg = DataConfig(smoothing=0.2, baseline_cycles=10)
+    assert cfg.n_features == 28
+    pre = Preprocessor(cfg).fit(table)
+    x = pre.transform(table)
+    plain = Preprocessor(DataConfig(smoothing=0.2)).fit(table).transform(table)
+    s = table.starts
+    assert x.shape == (len(table), 28)
+    np.testing.assert_allclose(x[:, :14], plain, atol=1e-6)
+    # After the baseline cycles, the deviation is the row minus the mean of the first 10 rows.
+    e = slice(s[1], s[1] + table.lengths[1])
+    np.testing.assert_allclose(x[e][10:, 14:], plain[e][10:] - plain[e][:10].mean(0), atol=1e-5)
+    np.testing.assert_allclose(x[s, 14:], 0.0, atol=1e-6)
+    # Causal: cutting an engine's future off (even inside the baseline) leaves its past unchanged.
+    for cut in (5, 20):
+        head = EngineTable(table.path, table.values[s[0]:s[0] + cut])
+        np.testing.assert_allclose(pre.transform(head), x[s[0]:s[0] + cut], atol=1e-5)
+    assert pre.windows(table).arrays().shape[-1] == 28
+    with pytest.raises(ValueError, match="baseline_cycles"):
+        DataConfig(baseline_cycles=-1)

@@ -13,6 +13,7 @@ import numpy as np
 
 from amnl.config import DataConfig
 from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
+from amnl.features.baseline import baseline_deviation
 from amnl.features.conditions import OperatingConditions
 from amnl.features.labels import health_labels
 from amnl.features.scaling import ConditionScaler
@@ -90,12 +91,17 @@ class Preprocessor:
         return self
 
     def transform(self, table: EngineTable) -> np.ndarray:
-        """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features)."""
+        """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features),
+        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0."""
         if not hasattr(self, "scaler_"):
             raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
         x = self.scaler_.transform(table.columns(self.feature_names), cond)
-        return smooth_engines(x, table.starts, table.lengths, self.config.smoothing)
+        x = smooth_engines(x, table.starts, table.lengths, self.config.smoothing)
+        if self.config.baseline_cycles:
+            dev = baseline_deviation(x, table.starts, table.lengths, self.config.baseline_cycles)
+            x = np.concatenate([x, dev], axis=1)
+        return x
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
                 last_only: bool = False, rul_after_end: np.ndarray | None = None,
