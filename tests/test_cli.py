@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from amnl.cli import app
@@ -106,16 +107,21 @@ def test_missing_run_and_unknown_subset(tmp_path):
 
 
 def test_train_keeps_loss_and_seed_of_config_unless_given(trained, tmp_path):
-    """--config's train.loss and train.seed hold unless --loss / --seed are given."""
+    """--config's train.loss, seed and threads hold unless --loss / --seed / --threads are given."""
     data, _ = trained
     cfg = json.loads((REPO / "configs" / "tiny.json").read_text())
-    cfg["train"].update(loss="baseline", seed=3, epochs=1)
+    cfg["train"].update(loss="baseline", seed=3, epochs=1, threads=1)
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(cfg))
-    for extra, expected in (([], ("baseline", 3)), (["--loss", "amnl", "--seed", "1"], ("amnl", 1))):
-        out = tmp_path / f"run{len(extra)}"
-        res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data), "--config",
-                                  str(path), "--out", str(out), "--no-progress", *extra])
-        assert res.exit_code == 0, res.output
-        saved = json.loads((out / "config.json").read_text())["train"]
-        assert (saved["loss"], saved["seed"]) == expected
+    threads = torch.get_num_threads()  # training sets the process-wide count; restore it
+    try:
+        for extra, expected in (([], ("baseline", 3, 1)),
+                                (["--loss", "amnl", "--seed", "1", "--threads", "2"], ("amnl", 1, 2))):
+            out = tmp_path / f"run{len(extra)}"
+            res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data),
+                                      "--config", str(path), "--out", str(out), "--no-progress", *extra])
+            assert res.exit_code == 0, res.output
+            saved = json.loads((out / "config.json").read_text())["train"]
+            assert (saved["loss"], saved["seed"], saved["threads"]) == expected
+    finally:
+        torch.set_num_threads(threads)

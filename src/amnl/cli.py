@@ -69,7 +69,8 @@ def train(
     precision: Annotated[str | None, typer.Option(help="Mixed precision: fp32, bf16 or fp16 (CUDA).")] = None,
     grad_checkpoint: Annotated[bool, typer.Option(help="Recompute BiLSTM/attention in backward (less memory).")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
-    threads: Annotated[int, typer.Option(help="CPU threads (0 = torch default).")] = 0,
+    threads: Annotated[int | None, typer.Option(
+        help="CPU threads, 0 = torch default (default: the --config's, else 0).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -105,7 +106,9 @@ def train(
         typer.echo(f"interrupted after epoch {summary['epochs_run']}; resume with: "
                    f"amnl train --dataset {name} --out {out} --resume")
         raise typer.Exit(130)
-    typer.echo(f"best epoch {summary['best_epoch']}: validation RMSE {summary['val_rmse']:.2f}; "
+    chosen = cfg.train.select_metric
+    by = "" if chosen == "rmse" else f" ({chosen} {summary[f'val_{chosen}']:.2f}, the selection metric)"
+    typer.echo(f"best epoch {summary['best_epoch']}: validation RMSE {summary['val_rmse']:.2f}{by}; "
                f"run directory {out}")
 
 

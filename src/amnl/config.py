@@ -47,6 +47,9 @@ class DataConfig:
     """If > 0, add each feature's deviation from the mean of the engine's first this-many
     cycles (after scaling and smoothing) as extra inputs, which doubles them; 0 turns it off.
     Inputs must then be whole histories from the engine's first cycle."""
+    cycle_feature: bool = False
+    """Add the engine's age, its cycle number / 100, as one more input (C-MAPSS histories
+    start at cycle 1, so the age is known at prediction time)."""
 
     def __post_init__(self) -> None:
         self.health_thresholds = tuple(float(t) for t in self.health_thresholds)  # type: ignore
@@ -64,7 +67,7 @@ class DataConfig:
     @property
     def n_features(self) -> int:
         base = 17 if self.use_settings else 14
-        return 2 * base if self.baseline_cycles else base
+        return (2 * base if self.baseline_cycles else base) + int(self.cycle_feature)
 
 
 @dataclass

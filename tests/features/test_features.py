@@ -185,3 +185,12 @@ def test_baseline_deviation_is_causal_and_doubles_inputs(fleet6):
     assert pre.windows(table).arrays().shape[-1] == 28
     with pytest.raises(ValueError, match="baseline_cycles"):
         DataConfig(baseline_cycles=-1)
+
+
+def test_cycle_feature_is_the_age(fleet6):
+    table = read_table(fleet6["train"])
+    cfg = DataConfig(cycle_feature=True)
+    assert cfg.n_features == 15
+    x = Preprocessor(cfg).fit(table).transform(table)
+    np.testing.assert_allclose(x[:, -1], table.cycle / 100.0, rtol=1e-6)
+    np.testing.assert_allclose(x[table.starts, -1], 0.01, rtol=1e-6)  # histories start at 1

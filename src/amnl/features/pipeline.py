@@ -20,6 +20,9 @@ from amnl.features.scaling import ConditionScaler
 from amnl.features.smoothing import smooth_engines
 from amnl.features.windows import window_index
 
+#: The age input is the cycle number divided by this (ages of 1-5, like the scaled sensors).
+CYCLE_SCALE = 100.0
+
 
 @dataclass
 class Windows:
@@ -92,7 +95,8 @@ class Preprocessor:
 
     def transform(self, table: EngineTable) -> np.ndarray:
         """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features),
-        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0."""
+        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0
+        and by the age (cycle / :data:`CYCLE_SCALE`) when ``cycle_feature`` is set."""
         if not hasattr(self, "scaler_"):
             raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
@@ -101,6 +105,8 @@ class Preprocessor:
         if self.config.baseline_cycles:
             dev = baseline_deviation(x, table.starts, table.lengths, self.config.baseline_cycles)
             x = np.concatenate([x, dev], axis=1)
+        if self.config.cycle_feature:
+            x = np.concatenate([x, (table.cycle / CYCLE_SCALE).astype(x.dtype)[:, None]], axis=1)
         return x
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
