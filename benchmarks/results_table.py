@@ -1,6 +1,6 @@
 """Summarise the training campaign: mean +- std per (subset, loss) over seeds.
 
-    python benchmarks/results_table.py [--campaign runs/campaign] [--json benchmarks/results/campaign.json]
+    python benchmarks/results_table.py [--campaign runs/campaign] [--json benchmarks/results/campaign.json]  (JSON only when asked)
 
 Reads each run's ``metrics.json`` (validation, training time) and ``test/metrics.json``
 (written by ``amnl evaluate --out``), prints a Markdown table and writes the raw numbers as JSON.
@@ -39,7 +39,8 @@ def collect(campaign: Path) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--campaign", type=Path, default=Path("runs/campaign"))
-    ap.add_argument("--json", type=Path, default=Path("benchmarks/results/campaign.json"))
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the rows here (e.g. benchmarks/results/campaign.json)")
     args = ap.parse_args()
     rows = collect(args.campaign)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -63,8 +64,9 @@ def main() -> None:
     for r in rows:
         print(f"| {r['run']} | {r['val_rmse']:.2f} | {r['test']['rmse']:.2f} | {r['test']['nasa']:.0f} "
               f"| {r['epochs_run']} | {r['seconds']:.0f} |")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":
