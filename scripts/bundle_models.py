@@ -93,6 +93,10 @@ def main() -> None:
         run, summary = found
         dest = PACKAGE_WEIGHTS / subset
         key = selection_key(run)
+        source = json.loads((dest / "source.json").read_text()) if (dest / "source.json").is_file() else {}
+        if source.get("run") == run.name and source.get(key) == summary.get(key):
+            print(f"{subset}: {run.name} is already bundled; kept")
+            continue
         if (dest / WEIGHTS_FILE).is_file():
             old = validation_score(dest, run, key, args.data_dir)
             new = validation_score(run, run, key, args.data_dir)
