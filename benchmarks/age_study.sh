@@ -8,10 +8,6 @@
 set -u
 OUT=${STUDY_DIR:-runs/age-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 364becb FD001 FD003   # recipe 2
-for subset in FD003 FD001; do
-  variant "age-$subset" "$subset" data.cycle_feature=true
-done
-for subset in FD001 FD003; do
-  compare "$subset" "age-$subset"
-done
+base_configs 364becb $SUBSETS   # recipe 2
+variants age data.cycle_feature=true
+compare_all age

@@ -11,11 +11,7 @@
 set -u
 OUT=${STUDY_DIR:-runs/balance-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 364becb FD001 FD003   # recipe 2
-for subset in FD003 FD001; do
-  variant "bal-$subset" "$subset" 'train.balance="health"' 'train.select_metric="rmse_balanced"'
-  variant "selbal-$subset" "$subset" 'train.select_metric="rmse_balanced"'
-done
-for subset in FD001 FD003; do
-  compare "$subset" {bal,selbal}-"$subset"
-done
+base_configs 364becb $SUBSETS   # recipe 2
+variants bal 'train.balance="health"' 'train.select_metric="rmse_balanced"'
+variants selbal 'train.select_metric="rmse_balanced"'
+compare_all bal selbal

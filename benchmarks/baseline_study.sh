@@ -8,12 +8,7 @@
 set -u
 OUT=${STUDY_DIR:-runs/baseline-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 364becb FD001 FD003   # recipe 2
-for subset in FD003 FD001; do
-  for k in 10 30; do
-    variant "base$k-$subset" "$subset" data.baseline_cycles=$k
-  done
-done
-for subset in FD001 FD003; do
-  compare "$subset" {base10,base30}-"$subset"
-done
+base_configs 364becb $SUBSETS   # recipe 2
+variants base10 data.baseline_cycles=10
+variants base30 data.baseline_cycles=30
+compare_all base10 base30

@@ -8,11 +8,7 @@
 set -u
 OUT=${STUDY_DIR:-runs/length-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 364becb FD001 FD003   # recipe 2
+base_configs 364becb $SUBSETS   # recipe 2
 LONG=(train.epochs=80 train.plateau_patience=4 train.early_stop_patience=10)
-for subset in FD003 FD001; do
-  variant "long-$subset" "$subset" "${LONG[@]}"
-done
-for subset in FD001 FD003; do
-  compare "$subset" "long-$subset"
-done
+variants long "${LONG[@]}"
+compare_all long

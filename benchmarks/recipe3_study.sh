@@ -7,13 +7,9 @@
 set -u
 OUT=${STUDY_DIR:-runs/recipe3-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 364becb FD001 FD003   # recipe 2
-for subset in FD001 FD003; do
-  variant "smooth02-$subset" "$subset" data.smoothing=0.2
-  variant "smooth005-$subset" "$subset" data.smoothing=0.05
-  variant "normalized-$subset" "$subset" 'train.loss="amnl-normalized"'
-  variant "lr5e-4-$subset" "$subset" train.lr=5e-4 train.plateau_patience=3 train.early_stop_patience=6
-done
-for subset in FD001 FD003; do
-  compare "$subset" {smooth02,smooth005,normalized,lr5e-4}-"$subset"
-done
+base_configs 364becb $SUBSETS   # recipe 2
+variants smooth02 data.smoothing=0.2
+variants smooth005 data.smoothing=0.05
+variants normalized 'train.loss="amnl-normalized"'
+variants lr5e-4 train.lr=5e-4 train.plateau_patience=3 train.early_stop_patience=6
+compare_all smooth02 smooth005 normalized lr5e-4

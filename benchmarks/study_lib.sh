@@ -4,10 +4,13 @@
 #   variant NAME SUBSET key=json ...    one seed-0 run of the base config with fields changed
 #   compare SUBSET NAME...              validation of the campaign's seed-0 run and the variants,
 #                                       every engine cut after each cycle >= 30 (any window)
+#   variants NAME key=json ...          variant "NAME-$subset" for every subset of $SUBSETS
+#   compare_all NAME...                 compare "NAME-$subset" ... for every subset of $SUBSETS
 DATA=${AMNL_DATA_DIR:-../shared/data/CMAPSS}
 AMNL=${AMNL:-amnl}
 PY=${PYTHON:-python}
 REF=${REF_CAMPAIGN:-runs/campaign2}
+SUBSETS=${STUDY_SUBSETS:-FD001 FD003}
 mkdir -p "$OUT"
 base_configs() {  # rev subset ...
   local rev=$1; shift
@@ -37,4 +40,12 @@ compare() {  # subset name ...
   local subset=$1; shift
   $PY benchmarks/val_diagnostics.py "$REF/$subset-amnl-s0" "${@/#/$OUT/}" --data-dir "$DATA" \
     --from-cycle 30
+}
+variants() {  # name key=json-value ...
+  local name=$1 subset; shift
+  for subset in $SUBSETS; do variant "$name-$subset" "$subset" "$@"; done
+}
+compare_all() {  # name ...
+  local subset
+  for subset in $SUBSETS; do compare "$subset" "${@/%/-$subset}"; done
 }

@@ -8,10 +8,6 @@
 set -u
 OUT=${STUDY_DIR:-runs/window-study}
 . "$(dirname "$0")/study_lib.sh"
-base_configs 42f1b2c FD001 FD003   # recipe 2
-for subset in FD001 FD003; do
-  variant "w50-$subset" "$subset" data.window=50
-done
-for subset in FD001 FD003; do
-  compare "$subset" "w50-$subset"
-done
+base_configs 42f1b2c $SUBSETS   # recipe 2
+variants w50 data.window=50
+compare_all w50

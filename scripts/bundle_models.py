@@ -5,8 +5,8 @@
 Weights are stored in FP16 safetensors with the run's config and preprocessing state in
 ``src/amnl/weights/<FD00x>/``, plus ``source.json`` naming the run and its validation metrics.
 Runs are ranked by the validation score their config selects with (``train.select_metric``).
-A subset's bundled model is replaced only when the new run is better on validation: both are
-scored by that metric on the same validation engines (the training file only, never the test).
+A subset's bundled model is replaced only when the new run is better by that score on the
+validation engines (same split settings; the training file only, never the test).
 """
 
 from __future__ import annotations
@@ -52,12 +52,15 @@ def best_run(campaign: Path, subset: str, loss: str) -> tuple[Path, dict] | None
     return run, s
 
 
-def validation_score(model_dir: Path, split_of: Path, key: str, data_dir: Path) -> float:
-    """Score ``key`` of the model in ``model_dir`` on the validation engines of run ``split_of``."""
-    cfg, pre, model = load_run(model_dir)
-    _, ref_pre, _ = load_run(split_of)
+def bundled_score(dest: Path, key: str, data_dir: Path) -> float:
+    """Validation score ``key`` of the bundled model: as recorded in its ``source.json`` (the
+    training run's figure, like a new run's summary), else computed on its validation engines."""
+    source = json.loads((dest / "source.json").read_text())
+    if key in source:
+        return source[key]
+    cfg, pre, model = load_run(dest)
     table = load_subset(data_dir, cfg.data.subset, test=False).train
-    _, val_units = ref_pre.split_units(table)
+    _, val_units = pre.split_units(table)
     val = pre.windows(table, units=val_units)
     return score_windows(lambda x: predict_windows(model, x), val, prefix="val_")[key]
 
@@ -93,18 +96,13 @@ def main() -> None:
         run, summary = found
         dest = PACKAGE_WEIGHTS / subset
         key = selection_key(run)
-        source = json.loads((dest / "source.json").read_text()) if (dest / "source.json").is_file() else {}
-        if source.get("run") == run.name and source.get(key) == summary.get(key):
-            print(f"{subset}: {run.name} is already bundled; kept")
-            continue
         if (dest / WEIGHTS_FILE).is_file():
-            old = validation_score(dest, run, key, args.data_dir)
-            new = validation_score(run, run, key, args.data_dir)
-            if old <= new:
+            old = bundled_score(dest, key, args.data_dir)
+            if old <= summary[key]:
                 print(f"{subset}: bundled model is as good on validation ({key} {old:.2f} <= "
-                      f"{new:.2f} of {run.name}); kept")
+                      f"{summary[key]:.2f} of {run.name}); kept")
                 continue
-            print(f"{subset}: {key} {new:.2f} of {run.name} against {old:.2f} bundled")
+            print(f"{subset}: {key} {summary[key]:.2f} of {run.name} against {old:.2f} bundled")
         bundle(run, summary, dest)
         print(f"{subset}: bundled {run.name} ({key} {summary[key]:.2f})")
 
