@@ -1,5 +1,5 @@
 """Peak memory and step time of one AMNL training step, with and without gradient checkpointing
-(BiLSTM and attention recomputed in backward) and bf16 mixed precision.
+(BiLSTM and attention recomputed in backward) and bf16 (and, on CUDA, fp16) mixed precision.
 
     benchmarks/quiet.sh .venv/bin/python benchmarks/train_memory.py [--batch 256] [--repeats 3]
 
@@ -22,6 +22,7 @@ from amnl.model.factory import create_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
+CUDA_ONLY = (("fp16", False), ("fp16", True))  # fp16 autocast is a GPU option
 
 
 def main() -> None:
@@ -41,7 +42,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     print(f"{'precision':<9} {'ckpt':>4} {'peak MB':>8} {'weights':>8} {'AdamW':>7} "
           f"{'saved':>7} {'transient':>9} {'step ms':>8}")
-    for precision, ckpt in VARIANTS:
+    variants = VARIANTS + (CUDA_ONLY if args.device.startswith("cuda") else ())
+    for precision, ckpt in variants:
         r = measure_training_step(model, batch=args.batch, window=args.window,
                                   precision=precision, grad_checkpoint=ckpt, device=args.device,
                                   repeats=args.repeats)

@@ -40,15 +40,21 @@ def selection_key(run: Path) -> str:
 
 
 def best_run(campaign: Path, subset: str, loss: str) -> tuple[Path, dict] | None:
+    """The finished run of ``subset`` trained with ``loss`` with the best validation score
+    (any run directory name: campaign runs and sweep variants alike)."""
     found = []
-    for summary in campaign.glob(f"{subset}-{loss}-s*/{SUMMARY_FILE}"):
+    for summary in campaign.glob(f"{subset}-*/{SUMMARY_FILE}"):
         s = json.loads(summary.read_text())
         score = s.get(selection_key(summary.parent))
-        if not s.get("interrupted") and score is not None:
+        if s.get("subset") == subset and s.get("loss") == loss and not s.get("interrupted") \
+                and score is not None:
             found.append((score, summary.parent, s))
     if not found:
         return None
-    _, run, s = min(found, key=lambda t: t[0])
+    score, run, s = min(found, key=lambda t: t[0])
+    if not (run / WEIGHTS_FILE).is_file():
+        raise SystemExit(f"{subset}: the best run by validation, {run} ({score:.2f}), has no "
+                         f"{WEIGHTS_FILE}; copy its weights back before bundling")
     return run, s
 
 
@@ -73,8 +79,9 @@ def bundle(run: Path, summary: dict, dest: Path) -> None:
     save_weights(model, tmp / WEIGHTS_FILE, dtype=torch.float16)
     for f in (CONFIG_FILE, Preprocessor.STATE_FILE, Preprocessor.META_FILE):
         shutil.copy2(run / f, tmp / f)
+    kept = ("best_epoch", "seed", "loss", "machine", "device")
     source = {"run": run.name, **{k: v for k, v in summary.items()
-                                  if k.startswith("val_") or k in ("best_epoch", "seed", "loss")},
+                                  if k.startswith("val_") or k in kept},
               "weights": "fp16"}
     (tmp / "source.json").write_text(json.dumps(source, indent=2) + "\n")
     shutil.rmtree(dest, ignore_errors=True)

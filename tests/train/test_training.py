@@ -16,9 +16,9 @@ from amnl.train.run import train_run
 
 
 def _config(**train) -> RunConfig:
+    train = {"batch_size": 32, "lr": 3e-3, "warmup_epochs": 0.5, "precision": "fp32", **train}
     return RunConfig(DataConfig(subset="FD001", val_fraction=0.2), MODEL_SIZES["tiny"],
-                     TrainConfig(batch_size=32, lr=3e-3, warmup_epochs=0.5, precision="fp32",
-                                 **train))
+                     TrainConfig(**train))
 
 
 @pytest.fixture
@@ -45,10 +45,10 @@ def test_two_epochs_loss_falls_and_run_dir_complete(fleet, tmp_path, monkeypatch
     assert cfg.train.epochs == 2 and pre.feature_names[0] == "s_2"
 
 
-def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
+def _ctrl_c_in_second_validation(monkeypatch):
+    """Make the second validation raise KeyboardInterrupt; returns a function that undoes it."""
     import amnl.train.run as run_mod
 
-    run = tmp_path / "run"
     calls = {"n": 0}
     real = run_mod.score_windows
 
@@ -59,9 +59,15 @@ def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(run_mod, "score_windows", flaky)
+    return lambda: monkeypatch.setattr(run_mod, "score_windows", real)
+
+
+def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    restore = _ctrl_c_in_second_validation(monkeypatch)
     summary = train_run(_config(epochs=3), fleet, run, progress=False)
     assert summary["interrupted"] and (run / "checkpoint.pt").is_file()
-    monkeypatch.setattr(run_mod, "score_windows", real)
+    restore()
     summary = train_run(_config(epochs=3), fleet, run, resume=True, progress=False)
     assert not summary["interrupted"] and summary["epochs_run"] == 3
     assert not (run / "checkpoint.pt").exists()
@@ -80,3 +86,21 @@ def test_balanced_sampling_and_selection_metric(fleet, tmp_path):
         TrainConfig(balance="rul")
     with pytest.raises(ValueError, match="select_metric"):
         TrainConfig(select_metric="mae")
+
+
+def test_fp16_uses_loss_scaling_and_resumes_it(fleet, tmp_path, monkeypatch):
+    import torch
+
+    scaled = []
+    real_scale = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale",
+                        lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
+    run = tmp_path / "run"
+    restore = _ctrl_c_in_second_validation(monkeypatch)
+    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, progress=False)
+    assert summary["interrupted"] and scaled and all(scaled)
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert saved["scaler"]["scale"] > 0  # the loss scale travels with the checkpoint
+    restore()
+    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, resume=True, progress=False)
+    assert summary["epochs_run"] == 2 and summary["val_rmse"] < 1e3

@@ -100,6 +100,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         if epochs else None,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
                    f" torch {torch.__version__}",
+        "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")

@@ -92,6 +92,8 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
         opt, mode="min", factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
     ema = EMA(model, cfg.ema_decay)
+    # fp16 gradients underflow without loss scaling; bf16 and fp32 need none (scaler disabled).
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=cfg.precision == "fp16")
     steps_per_epoch = len(batches)  # type: ignore[arg-type]
     warmup_steps = int(round(cfg.warmup_epochs * steps_per_epoch))
     state = {"epoch": 0, "step": 0, "best": math.inf, "best_epoch": -1, "bad_epochs": 0}
@@ -104,6 +106,8 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
         opt.load_state_dict(saved["opt"])
         plateau.load_state_dict(saved["plateau"])
         loss_fn.load_state_dict(saved["loss"])
+        if "scaler" in saved:
+            scaler.load_state_dict(saved["scaler"])
         state = saved["state"]
         if "batch_rng" in saved and hasattr(batches, "generator"):
             batches.generator.set_state(saved["batch_rng"])
@@ -114,7 +118,7 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
         tmp = ckpt.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "ema": ema.model.state_dict(),
                     "ema_steps": ema.steps, "opt": opt.state_dict(), "plateau": plateau.state_dict(),
-                    "loss": loss_fn.state_dict(), "state": dict(state),
+                    "loss": loss_fn.state_dict(), "scaler": scaler.state_dict(), "state": dict(state),
                     "batch_rng": getattr(batches, "generator", torch.Generator()).get_state(),
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(ckpt)
@@ -129,7 +133,7 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
                 t0 = time.perf_counter()
                 model.train()
                 loss_fn.train()
-                sums = torch.zeros(3)
+                sums = torch.zeros(3, device=device)
                 n = 0
                 bar.start_epoch(epoch)
                 for x, rul, health in batches:
@@ -143,15 +147,19 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
                         out = model(x)
                     total, l_rul, l_health = loss_fn(out.rul, out.health, rul, health)
                     opt.zero_grad(set_to_none=True)
-                    total.backward()
+                    scaler.scale(total).backward()
                     if cfg.grad_clip > 0:
+                        scaler.unscale_(opt)
                         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    opt.step()
+                    scaler.step(opt)
+                    scaler.update()
                     ema.update(model)
                     state["step"] += 1
-                    sums += torch.tensor([total.item(), l_rul.item(), l_health.item()])
+                    # summed on the device: reading a loss every step would stall a GPU
+                    sums += torch.stack([total.detach(), l_rul.detach(), l_health.detach()]).float()
                     n += 1
-                    bar.advance(f"loss {sums[0] / n:.3g}")
+                    if bar.enabled:
+                        bar.advance(f"loss {sums[0].item() / n:.3g}")
                 train_s = time.perf_counter() - t0
                 metrics = validate(ema.model)
                 score = metrics[score_key]
@@ -163,6 +171,7 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
                     on_best(ema.model)
                 else:
                     state["bad_epochs"] += 1
+                sums = sums.cpu()
                 record = {"epoch": epoch + 1, "loss": float(sums[0] / n), "loss_rul": float(sums[1] / n),
                           "loss_health": float(sums[2] / n), **metrics,
                           "lr": opt.param_groups[0]["lr"], "task_weights": list(loss_fn.task_weights()),

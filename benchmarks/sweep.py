@@ -1,0 +1,204 @@
+"""Train a grid of recipe variants x seeds in parallel processes, then summarise it by validation.
+
+    python benchmarks/sweep.py --out runs/sweep --subsets FD001 FD003 --seeds 0 1 2 3 4 \
+        --variants r2l full b64 --parallel 12 --device cuda --launch-until 400 --stop-after 480
+
+Each job is ``amnl train --config <configs/fd00x.json, or --base-rev's, with the variant's
+changes> --seed S``, then ``amnl evaluate --out <run>/test`` (test figures are reported, never
+used to choose).
+Jobs start seed by seed (every variant's seed 0 first), so a sweep cut short by
+``--launch-until`` still has the same seeds for every variant. Jobs still running at
+``--stop-after`` seconds get Ctrl-C (they leave a resumable checkpoint) and are left out of the
+summary. Re-running skips finished runs. The summary (mean +- std of validation RMSE per subset
+and variant, with the test figures beside them) is printed and written to ``<out>/sweep.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from results_table import _fmt
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name -> changes to the subset's configs/fd00x.json ("section.field": value)
+VARIANTS: dict[str, dict[str, object]] = {
+    "r2l": {},                                            # the base configs (control)
+    "r2l80": {"train.epochs": 80, "train.plateau_patience": 4, "train.early_stop_patience": 10},
+    "full": {"train.max_train_windows": 0},               # every training window, every epoch
+    "b64": {"train.batch_size": 64},
+    "lr2e-3": {"train.lr": 2e-3},
+    "baseline": {"train.loss": "baseline"},
+    "lowdrop": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05},
+    "lowdrop-lr2e-3": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05,
+                       "train.lr": 2e-3},
+    "wd1e-2": {"train.weight_decay": 1e-2},
+    "smooth0.2": {"data.smoothing": 0.2},
+    "w40": {"data.window": 40},
+    "ema0.99": {"train.ema_decay": 0.99},
+}
+
+
+def base_config(subset: str, rev: str | None) -> dict:
+    """configs/fd00x.json of the working tree, or as of git revision ``rev``."""
+    rel = f"configs/{subset.lower()}.json"
+    if rev is None:
+        return json.loads((ROOT / rel).read_text())
+    shown = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, text=True,
+                           check=False)
+    if shown.returncode:
+        raise SystemExit(f"--base-rev {rev}: {shown.stderr.strip()}")
+    return json.loads(shown.stdout)
+
+
+def variant_config(subset: str, variant: str, out: Path, rev: str | None = None) -> Path:
+    cfg = base_config(subset, rev)
+    for key, value in VARIANTS[variant].items():
+        section, field = key.split(".")
+        if field not in cfg[section]:
+            raise SystemExit(f"variant {variant}: {key} is not a field of configs/{subset.lower()}.json")
+        cfg[section][field] = value
+    path = out / "configs" / f"{subset}-{variant}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cfg, indent=2) + "\n")
+    return path
+
+
+def job_command(subset: str, config: Path, seed: int, run: Path, args: argparse.Namespace) -> str:
+    amnl = f"{sys.executable} -m amnl"
+    common = f"--dataset {subset} --data-dir {args.data_dir} --device {args.device}"
+    resume = " --resume" if (run / "checkpoint.pt").is_file() else ""
+    train = (f"{amnl} train {common} --config {config} --seed {seed} --out {run} --threads "
+             f"{args.threads} --no-progress{resume}" + (f" --epochs {args.epochs}" if args.epochs else ""))
+    evaluate = f"{amnl} evaluate {common} --run {run} --out {run}/test"
+    return f"{train} && {evaluate}"
+
+
+def finished(run: Path) -> bool:
+    m = run / "metrics.json"
+    return m.is_file() and not json.loads(m.read_text()).get("interrupted") and \
+        (run / "test" / "metrics.json").is_file()
+
+
+def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None:
+    t0 = time.monotonic()
+    pending = [j for j in jobs if not finished(args.out / run_name(*j))]
+    running: dict[tuple[str, str, int], subprocess.Popen] = {}
+    print(f"{len(jobs)} jobs, {len(jobs) - len(pending)} already done, {args.parallel} at a time",
+          flush=True)
+    while pending or running:
+        elapsed = time.monotonic() - t0
+        for job, proc in list(running.items()):
+            if proc.poll() is not None:
+                del running[job]
+                status = "done" if proc.returncode == 0 else f"FAILED rc {proc.returncode}"
+                print(f"{elapsed:6.0f}s {status} {run_name(*job)}", flush=True)
+        if elapsed > args.launch_until and pending:
+            print(f"{elapsed:6.0f}s launch deadline: {len(pending)} jobs not started", flush=True)
+            pending = []
+        if args.stop_after and elapsed > args.stop_after and running:
+            for job, proc in running.items():
+                print(f"{elapsed:6.0f}s stop deadline: interrupting {run_name(*job)}", flush=True)
+                os.killpg(proc.pid, signal.SIGINT)
+            for proc in running.values():
+                proc.wait()
+            break
+        while pending and len(running) < args.parallel:
+            job = pending.pop(0)
+            subset, variant, seed = job
+            run = args.out / run_name(*job)
+            cmd = job_command(subset, variant_config(subset, variant, args.out, args.base_rev), seed,
+                              run, args)
+            with open(args.out / f"{run_name(*job)}.log", "a") as log:  # the child keeps its copy
+                running[job] = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT,
+                                                cwd=ROOT, start_new_session=True)
+        time.sleep(1.0)
+    print(f"{time.monotonic() - t0:6.0f}s sweep over", flush=True)
+
+
+def run_name(subset: str, variant: str, seed: int) -> str:
+    return f"{subset}-{variant}-s{seed}"
+
+
+def summarise(out: Path, jobs: list[tuple[str, str, int]]) -> dict:
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    runs = []
+    for subset, variant, seed in jobs:
+        run = out / run_name(subset, variant, seed)
+        if not finished(run):
+            continue
+        m = json.loads((run / "metrics.json").read_text())
+        t = json.loads((run / "test" / "metrics.json").read_text())
+        row = {"run": run.name, "subset": subset, "variant": variant, "seed": seed,
+               "val_rmse": m["val_rmse"], "best_epoch": m.get("best_epoch"),
+               "epochs_run": m.get("epochs_run"), "mean_epoch_seconds": m.get("mean_epoch_seconds"),
+               "test_rmse": t["rmse"], "test_nasa": t.get("nasa")}
+        runs.append(row)
+        groups[(subset, variant)].append(row)
+    print("| subset | variant | seeds | val RMSE | test RMSE | best epochs | s / epoch |")
+    print("|---|---|---|---|---|---|---|")
+    table = []
+    for (subset, variant), rows in sorted(groups.items(),
+                                          key=lambda kv: (kv[0][0], np.mean([r["val_rmse"] for r in kv[1]]))):
+        val = [r["val_rmse"] for r in rows]
+        test = [r["test_rmse"] for r in rows]
+        secs = [r["mean_epoch_seconds"] for r in rows if r["mean_epoch_seconds"]]
+        print(f"| {subset} | {variant} | {len(rows)} | {_fmt(val)} | {_fmt(test)} | "
+              f"{', '.join(str(r['best_epoch']) for r in rows)} | {_fmt(secs, 1)} |")
+        table.append({"subset": subset, "variant": variant, "seeds": [r["seed"] for r in rows],
+                      "val_rmse_mean": float(np.mean(val)), "test_rmse_mean": float(np.mean(test)),
+                      "changes": VARIANTS[variant]})
+    return {"variants": table, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    ap.add_argument("--subsets", nargs="+", default=["FD001", "FD003"])
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--extra", nargs="*", default=[], metavar="SUBSET:VARIANT:SEED",
+                    help="More jobs, started before the grid's (e.g. FD004:r2l80:1).")
+    ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AMNL_DATA_DIR",
+                                                                         "../shared/data/CMAPSS")))
+    ap.add_argument("--base-rev", default=None,
+                    help="Start the variants from configs/fd00x.json as of this git revision "
+                         "(default: the working tree), to repeat a past sweep.")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--parallel", type=int, default=1, help="Training processes at a time.")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads per training process.")
+    ap.add_argument("--launch-until", type=float, default=float("inf"),
+                    help="Start no job after this many seconds.")
+    ap.add_argument("--stop-after", type=float, default=0.0,
+                    help="Interrupt jobs still running after this many seconds (0: never).")
+    ap.add_argument("--epochs", type=int, default=0, help="Override every config's epochs (smoke tests).")
+    ap.add_argument("--summary-only", action="store_true", help="Summarise finished runs only.")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    args.data_dir = args.data_dir.resolve()
+    args.out = args.out.resolve()
+    jobs = []
+    for spec in args.extra:
+        subset, variant, seed = spec.split(":")
+        if variant not in VARIANTS:
+            raise SystemExit(f"--extra {spec}: unknown variant {variant!r}")
+        jobs.append((subset, variant, int(seed)))
+    jobs += [(s, v, seed) for seed in args.seeds for s in args.subsets for v in args.variants]
+    if not args.summary_only:
+        run_jobs(jobs, args)
+    summary = summarise(args.out, jobs)
+    (args.out / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"wrote {args.out / 'sweep.json'}")
+
+
+if __name__ == "__main__":
+    main()
