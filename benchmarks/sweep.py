@@ -41,6 +41,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "lowdrop": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05},
     "lowdrop-lr2e-3": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05,
                        "train.lr": 2e-3},
+    "nodrop-lr2e-3": {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0,
+                      "train.lr": 2e-3},
+    "lowdrop-lr3e-3": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05,
+                       "train.lr": 3e-3},
     "wd1e-2": {"train.weight_decay": 1e-2},
     "smooth0.2": {"data.smoothing": 0.2},
     "w40": {"data.window": 40},
@@ -49,10 +53,13 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def base_config(subset: str, rev: str | None) -> dict:
-    """configs/fd00x.json of the working tree, or as of git revision ``rev``."""
+    """configs/fd00x.json of the working tree, or as of git revision ``rev``, or from folder
+    ``rev`` when that is a directory (a copy taken where git is at hand)."""
     rel = f"configs/{subset.lower()}.json"
     if rev is None:
         return json.loads((ROOT / rel).read_text())
+    if Path(rev).is_dir():
+        return json.loads((Path(rev) / f"{subset.lower()}.json").read_text())
     shown = subprocess.run(["git", "show", f"{rev}:{rel}"], cwd=ROOT, capture_output=True, text=True,
                            check=False)
     if shown.returncode:
@@ -171,8 +178,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, default=Path(os.environ.get("AMNL_DATA_DIR",
                                                                          "../shared/data/CMAPSS")))
     ap.add_argument("--base-rev", default=None,
-                    help="Start the variants from configs/fd00x.json as of this git revision "
-                         "(default: the working tree), to repeat a past sweep.")
+                    help="Start the variants from configs/fd00x.json as of this git revision, "
+                         "or from a folder of fd00x.json copies (default: the working tree), "
+                         "to repeat a past sweep.")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--parallel", type=int, default=1, help="Training processes at a time.")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per training process.")

@@ -4,7 +4,9 @@
 
 Weights are stored in FP16 safetensors with the run's config and preprocessing state in
 ``src/amnl/weights/<FD00x>/``, plus ``source.json`` naming the run and its validation metrics.
-Runs are ranked by the validation score their config selects with (``train.select_metric``).
+Only runs of the recipe in ``configs/fd00x.json`` (seed and threads aside) are candidates, so
+that the config retrains the bundled model's recipe (``--any-recipe`` lifts that). Runs are
+ranked by the validation score their config selects with (``train.select_metric``).
 A subset's bundled model is replaced only when the new run is better by that score on the
 validation engines (same split settings; the training file only, never the test).
 """
@@ -32,6 +34,7 @@ from amnl.train.checkpoint import (
 )
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "amnl" / "weights"
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
 
 
 def selection_key(run: Path) -> str:
@@ -39,16 +42,33 @@ def selection_key(run: Path) -> str:
     return f"val_{RunConfig.load(run / CONFIG_FILE).train.select_metric}"
 
 
-def best_run(campaign: Path, subset: str, loss: str) -> tuple[Path, dict] | None:
+def recipe_config(subset: str) -> RunConfig:
+    """``configs/fd00x.json``: the recipe a bundled model must have been trained with."""
+    cfg = RunConfig.load(RECIPES / f"{subset.lower()}.json")
+    cfg.data.subset = subset
+    return cfg
+
+
+def best_run(campaign: Path, subset: str, loss: str, any_recipe: bool = False,
+             ) -> tuple[Path, dict] | None:
     """The finished run of ``subset`` trained with ``loss`` with the best validation score
-    (any run directory name: campaign runs and sweep variants alike)."""
-    found = []
+    (any run directory name: campaign runs and sweep variants alike). Unless ``any_recipe``,
+    only runs of the recipe in ``configs/fd00x.json`` count, so that the bundled model is one
+    that its config retrains."""
+    found, other = [], 0
+    recipe = recipe_config(subset).recipe()
     for summary in campaign.glob(f"{subset}-*/{SUMMARY_FILE}"):
         s = json.loads(summary.read_text())
         score = s.get(selection_key(summary.parent))
-        if s.get("subset") == subset and s.get("loss") == loss and not s.get("interrupted") \
-                and score is not None:
-            found.append((score, summary.parent, s))
+        if s.get("subset") != subset or s.get("loss") != loss or s.get("interrupted") \
+                or score is None:
+            continue
+        if not any_recipe and RunConfig.load(summary.parent / CONFIG_FILE).recipe() != recipe:
+            other += 1
+            continue
+        found.append((score, summary.parent, s))
+    if other:
+        print(f"{subset}: {other} runs of other recipes than configs/{subset.lower()}.json left out")
     if not found:
         return None
     score, run, s = min(found, key=lambda t: t[0])
@@ -94,9 +114,11 @@ def main() -> None:
     ap.add_argument("--loss", default="amnl")
     ap.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"),
                     help="C-MAPSS folder (its training files score the bundled model)")
+    ap.add_argument("--any-recipe", action="store_true",
+                    help="Also consider runs whose config differs from configs/fd00x.json.")
     args = ap.parse_args()
     for subset in SUBSETS:
-        found = best_run(args.campaign, subset, args.loss)
+        found = best_run(args.campaign, subset, args.loss, args.any_recipe)
         if found is None:
             print(f"{subset}: no finished run")
             continue

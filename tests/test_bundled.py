@@ -31,6 +31,17 @@ def test_bundled_models_are_complete_and_fp16():
         assert json.loads((d / "source.json").read_text())["val_rmse"] > 0
 
 
+def test_bundled_models_follow_the_configs():
+    """configs/fd00x.json retrain the bundled model's recipe (seed and threads aside)."""
+    from amnl.config import RunConfig
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for name in PRESENT:
+        recipe = RunConfig.load(configs / f"{name.lower()}.json")
+        recipe.data.subset = name
+        assert RunConfig.load(BUNDLED / name / "config.json").recipe() == recipe.recipe(), name
+
+
 @pytest.mark.needs_data
 @pytest.mark.parametrize("name", PRESENT)
 def test_evaluate_bundled(name, cmapss_dir, tmp_path):

@@ -186,6 +186,13 @@ class RunConfig:
                    model=build(ModelConfig, d.get("model", {})),
                    train=build(TrainConfig, d.get("train", {})))
 
+    def recipe(self) -> dict[str, Any]:
+        """The settings that make a recipe: everything but the seed and the thread count, which
+        change a run, not how it is trained."""
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "threads")}
+        return d
+
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
