@@ -1,15 +1,21 @@
-"""Summarise the training campaign: mean +- std per (subset, loss) over seeds.
+"""Summarise training campaigns and sweeps: mean +- std per subset and loss (or variant) over seeds.
 
-    python benchmarks/results_table.py [--campaign runs/campaign] [--json benchmarks/results/campaign.json]  (JSON only when asked)
+    python benchmarks/results_table.py [--campaign runs/campaign ...] [--by loss|variant] [--agreement] [--json FILE]
 
 Reads each run's ``metrics.json`` (validation, training time) and ``test/metrics.json``
-(written by ``amnl evaluate --out``), prints a Markdown table and writes the raw numbers as JSON.
+(written by ``amnl evaluate --out``) in every folder given, prints Markdown tables and, when
+asked, writes the raw numbers as JSON. ``--by variant`` groups runs by their name without
+subset and seed (``FD001-lr2e-3-s4`` -> ``lr2e-3``), as ``benchmarks/sweep.py`` names them.
+``--agreement`` reports, after the fact, how well validation RMSE ranks test RMSE (Spearman,
+per subset, over runs and over the groups' means) and the best test RMSE of any run: a check
+of the selection protocol, never an input to it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,34 +42,80 @@ def collect(campaign: Path) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--campaign", type=Path, default=Path("runs/campaign"))
-    ap.add_argument("--json", type=Path, default=None,
-                    help="also write the rows here (e.g. benchmarks/results/campaign.json)")
-    args = ap.parse_args()
-    rows = collect(args.campaign)
+def group_name(row: dict, by: str) -> str:
+    """The run's loss, or its variant: the run directory name without subset and seed."""
+    if by == "loss":
+        return row["loss"]
+    return re.sub(r"-s\d+$", "", row["run"]).removeprefix(f"{row['subset']}-")
+
+
+def grouped(rows: list[dict], by: str) -> list[tuple[str, str, list[dict]]]:
+    """(subset, group, runs), each subset's groups by mean validation RMSE."""
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["subset"], r["loss"])].append(r)
-    print("| subset | loss | seeds | val RMSE | test RMSE | test NASA | NASA / engine | raw-truth RMSE "
+        groups[(r["subset"], group_name(r, by))].append(r)
+    order = sorted(groups, key=lambda k: (k[0], np.mean([r["val_rmse"] for r in groups[k]])))
+    return [(subset, name, groups[(subset, name)]) for subset, name in order]
+
+
+def print_groups(rows: list[dict], by: str = "loss") -> None:
+    print(f"| subset | {by} | seeds | val RMSE | test RMSE | test NASA | NASA / engine | raw-truth RMSE "
           "| all-windows RMSE | health acc | best epoch | s / epoch |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for (subset, loss), rs in sorted(groups.items()):
+    secs_digits = 0 if by == "loss" else 1  # sweep epochs take seconds, not tens of seconds
+    for subset, name, rs in grouped(rows, by):
         t = [r["test"] for r in rs]
-        print(f"| {subset} | {loss} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) "
+        print(f"| {subset} | {name} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) "
               f"| {_fmt([r['val_rmse'] for r in rs])} | {_fmt([x['rmse'] for x in t])} "
               f"| {_fmt([x['nasa'] for x in t], 0)} | {_fmt([x['nasa_mean'] for x in t])} "
               f"| {_fmt([x['rmse_raw'] for x in t])} | {_fmt([x['all_windows_rmse'] for x in t])} "
               f"| {_fmt([x['health_accuracy'] for x in t], 3)} "
               f"| {', '.join(str(r['best_epoch']) for r in rs)} "
-              f"| {_fmt([r['mean_epoch_seconds'] for r in rs], 0)} |")
+              f"| {_fmt([r['mean_epoch_seconds'] for r in rs], secs_digits)} |")
+
+
+def rank_agreement(pairs: list[tuple[float, float]]) -> str:
+    """Spearman correlation of (validation, test) pairs; "-" for fewer than three."""
+    from scipy.stats import spearmanr
+
+    return f"{spearmanr(*zip(*pairs))[0]:.2f}" if len(pairs) >= 3 else "-"
+
+
+def print_agreement(rows: list[dict], by: str) -> None:
+    print("| subset | runs | Spearman val/test, runs | groups | Spearman, group means | best test RMSE (run) |")
+    print("|---|---|---|---|---|---|")
+    for subset in sorted({r["subset"] for r in rows}):
+        rs = [r for r in rows if r["subset"] == subset]
+        groups = [g for s, _, g in grouped(rs, by)]
+        means = [(np.mean([r["val_rmse"] for r in g]), np.mean([r["test"]["rmse"] for r in g]))
+                 for g in groups]
+        best = min(rs, key=lambda r: r["test"]["rmse"])
+        runs = [(r["val_rmse"], r["test"]["rmse"]) for r in rs]
+        print(f"| {subset} | {len(rs)} | {rank_agreement(runs)} | {len(groups)} "
+              f"| {rank_agreement(means)} | {best['test']['rmse']:.2f} ({best['run']}) |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--campaign", type=Path, nargs="+", default=[Path("runs/campaign")],
+                    help="run folders (campaigns, sweeps); their runs are pooled")
+    ap.add_argument("--by", choices=("loss", "variant"), default="loss")
+    ap.add_argument("--agreement", action="store_true",
+                    help="also report how validation RMSE ranks test RMSE (after the fact)")
+    ap.add_argument("--json", type=Path, default=None,
+                    help="also write the rows here (e.g. benchmarks/results/campaign.json)")
+    args = ap.parse_args()
+    rows = [r for campaign in args.campaign for r in collect(campaign)]
+    print_groups(rows, args.by)
     print()
     print("| run | val RMSE | test RMSE | NASA | epochs run | wall time (s) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['run']} | {r['val_rmse']:.2f} | {r['test']['rmse']:.2f} | {r['test']['nasa']:.0f} "
               f"| {r['epochs_run']} | {r['seconds']:.0f} |")
+    if args.agreement:
+        print()
+        print_agreement(rows, args.by)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")

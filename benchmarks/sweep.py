@@ -9,8 +9,9 @@ used to choose).
 Jobs start seed by seed (every variant's seed 0 first), so a sweep cut short by
 ``--launch-until`` still has the same seeds for every variant. Jobs still running at
 ``--stop-after`` seconds get Ctrl-C (they leave a resumable checkpoint) and are left out of the
-summary. Re-running skips finished runs. The summary (mean +- std of validation RMSE per subset
-and variant, with the test figures beside them) is printed and written to ``<out>/sweep.json``.
+summary. Re-running skips finished runs. The summary (``results_table.py --by variant``: mean +-
+std of validation RMSE per subset and variant, with the test figures beside them) is printed,
+and its runs are written to ``<out>/sweep.json``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from results_table import _fmt
+from results_table import collect, print_groups
 
 ROOT = Path(__file__).resolve().parent.parent
+
+LOWDROP = {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05}
+NODROP = {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0}
 
 # name -> changes to the subset's configs/fd00x.json ("section.field": value)
 VARIANTS: dict[str, dict[str, object]] = {
@@ -38,13 +40,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "b64": {"train.batch_size": 64},
     "lr2e-3": {"train.lr": 2e-3},
     "baseline": {"train.loss": "baseline"},
-    "lowdrop": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05},
-    "lowdrop-lr2e-3": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05,
-                       "train.lr": 2e-3},
-    "nodrop-lr2e-3": {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0,
-                      "train.lr": 2e-3},
-    "lowdrop-lr3e-3": {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05,
-                       "train.lr": 3e-3},
+    "lowdrop": LOWDROP,
+    "lowdrop-lr2e-3": {**LOWDROP, "train.lr": 2e-3},
+    "lowdrop-lr3e-3": {**LOWDROP, "train.lr": 3e-3},
+    "nodrop-lr2e-3": {**NODROP, "train.lr": 2e-3},
     "wd1e-2": {"train.weight_decay": 1e-2},
     "smooth0.2": {"data.smoothing": 0.2},
     "w40": {"data.window": 40},
@@ -90,15 +89,10 @@ def job_command(subset: str, config: Path, seed: int, run: Path, args: argparse.
     return f"{train} && {evaluate}"
 
 
-def finished(run: Path) -> bool:
-    m = run / "metrics.json"
-    return m.is_file() and not json.loads(m.read_text()).get("interrupted") and \
-        (run / "test" / "metrics.json").is_file()
-
-
 def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None:
     t0 = time.monotonic()
-    pending = [j for j in jobs if not finished(args.out / run_name(*j))]
+    done = {r["run"] for r in collect(args.out)}  # trained and evaluated
+    pending = [j for j in jobs if run_name(*j) not in done]
     running: dict[tuple[str, str, int], subprocess.Popen] = {}
     print(f"{len(jobs)} jobs, {len(jobs) - len(pending)} already done, {args.parallel} at a time",
           flush=True)
@@ -134,37 +128,6 @@ def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None
 
 def run_name(subset: str, variant: str, seed: int) -> str:
     return f"{subset}-{variant}-s{seed}"
-
-
-def summarise(out: Path, jobs: list[tuple[str, str, int]]) -> dict:
-    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    runs = []
-    for subset, variant, seed in jobs:
-        run = out / run_name(subset, variant, seed)
-        if not finished(run):
-            continue
-        m = json.loads((run / "metrics.json").read_text())
-        t = json.loads((run / "test" / "metrics.json").read_text())
-        row = {"run": run.name, "subset": subset, "variant": variant, "seed": seed,
-               "val_rmse": m["val_rmse"], "best_epoch": m.get("best_epoch"),
-               "epochs_run": m.get("epochs_run"), "mean_epoch_seconds": m.get("mean_epoch_seconds"),
-               "test_rmse": t["rmse"], "test_nasa": t.get("nasa")}
-        runs.append(row)
-        groups[(subset, variant)].append(row)
-    print("| subset | variant | seeds | val RMSE | test RMSE | best epochs | s / epoch |")
-    print("|---|---|---|---|---|---|---|")
-    table = []
-    for (subset, variant), rows in sorted(groups.items(),
-                                          key=lambda kv: (kv[0][0], np.mean([r["val_rmse"] for r in kv[1]]))):
-        val = [r["val_rmse"] for r in rows]
-        test = [r["test_rmse"] for r in rows]
-        secs = [r["mean_epoch_seconds"] for r in rows if r["mean_epoch_seconds"]]
-        print(f"| {subset} | {variant} | {len(rows)} | {_fmt(val)} | {_fmt(test)} | "
-              f"{', '.join(str(r['best_epoch']) for r in rows)} | {_fmt(secs, 1)} |")
-        table.append({"subset": subset, "variant": variant, "seeds": [r["seed"] for r in rows],
-                      "val_rmse_mean": float(np.mean(val)), "test_rmse_mean": float(np.mean(test)),
-                      "changes": VARIANTS[variant]})
-    return {"variants": table, "runs": runs}
 
 
 def main() -> None:
@@ -203,8 +166,10 @@ def main() -> None:
     jobs += [(s, v, seed) for seed in args.seeds for s in args.subsets for v in args.variants]
     if not args.summary_only:
         run_jobs(jobs, args)
-    summary = summarise(args.out, jobs)
-    (args.out / "sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
+    names = {run_name(*j) for j in jobs}
+    rows = [r for r in collect(args.out) if r["run"] in names]
+    print_groups(rows, by="variant")
+    (args.out / "sweep.json").write_text(json.dumps(rows, indent=2) + "\n")
     print(f"wrote {args.out / 'sweep.json'}")
 
 

@@ -37,45 +37,39 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "amnl" / "weight
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 
 
-def selection_key(run: Path) -> str:
+def selection_key(cfg: RunConfig) -> str:
     """The summary key of the validation score a run was selected by (``val_rmse`` by default)."""
-    return f"val_{RunConfig.load(run / CONFIG_FILE).train.select_metric}"
-
-
-def recipe_config(subset: str) -> RunConfig:
-    """``configs/fd00x.json``: the recipe a bundled model must have been trained with."""
-    cfg = RunConfig.load(RECIPES / f"{subset.lower()}.json")
-    cfg.data.subset = subset
-    return cfg
+    return f"val_{cfg.train.select_metric}"
 
 
 def best_run(campaign: Path, subset: str, loss: str, any_recipe: bool = False,
-             ) -> tuple[Path, dict] | None:
+             ) -> tuple[Path, dict, str] | None:
     """The finished run of ``subset`` trained with ``loss`` with the best validation score
-    (any run directory name: campaign runs and sweep variants alike). Unless ``any_recipe``,
-    only runs of the recipe in ``configs/fd00x.json`` count, so that the bundled model is one
-    that its config retrains."""
+    (any run directory name: campaign runs and sweep variants alike), its summary and the
+    score's key. Unless ``any_recipe``, only runs of the recipe in ``configs/fd00x.json``
+    count, so that the bundled model is one that its config retrains."""
     found, other = [], 0
-    recipe = recipe_config(subset).recipe()
+    recipe = RunConfig.load(RECIPES / f"{subset.lower()}.json").recipe()
     for summary in campaign.glob(f"{subset}-*/{SUMMARY_FILE}"):
         s = json.loads(summary.read_text())
-        score = s.get(selection_key(summary.parent))
+        cfg = RunConfig.load(summary.parent / CONFIG_FILE)
+        key = selection_key(cfg)
         if s.get("subset") != subset or s.get("loss") != loss or s.get("interrupted") \
-                or score is None:
+                or s.get(key) is None:
             continue
-        if not any_recipe and RunConfig.load(summary.parent / CONFIG_FILE).recipe() != recipe:
+        if not any_recipe and cfg.recipe() != recipe:
             other += 1
             continue
-        found.append((score, summary.parent, s))
+        found.append((s[key], summary.parent, s, key))
     if other:
         print(f"{subset}: {other} runs of other recipes than configs/{subset.lower()}.json left out")
     if not found:
         return None
-    score, run, s = min(found, key=lambda t: t[0])
+    score, run, s, key = min(found, key=lambda t: t[0])
     if not (run / WEIGHTS_FILE).is_file():
         raise SystemExit(f"{subset}: the best run by validation, {run} ({score:.2f}), has no "
                          f"{WEIGHTS_FILE}; copy its weights back before bundling")
-    return run, s
+    return run, s, key
 
 
 def bundled_score(dest: Path, key: str, data_dir: Path) -> float:
@@ -122,9 +116,8 @@ def main() -> None:
         if found is None:
             print(f"{subset}: no finished run")
             continue
-        run, summary = found
+        run, summary, key = found
         dest = PACKAGE_WEIGHTS / subset
-        key = selection_key(run)
         if (dest / WEIGHTS_FILE).is_file():
             old = bundled_score(dest, key, args.data_dir)
             if old <= summary[key]:
