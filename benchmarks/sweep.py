@@ -17,6 +17,7 @@ and its runs are written to ``<out>/sweep.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -27,7 +28,11 @@ from pathlib import Path
 
 from results_table import collect, print_groups
 
+from amnl.config import DataConfig, ModelConfig, TrainConfig
+
 ROOT = Path(__file__).resolve().parent.parent
+CONFIG_FIELDS = {name: {f.name for f in dataclasses.fields(klass)} for name, klass in
+                 (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))}
 
 LOWDROP = {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05}
 NODROP = {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0}
@@ -48,6 +53,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     "smooth0.2": {"data.smoothing": 0.2},
     "w40": {"data.window": 40},
     "ema0.99": {"train.ema_decay": 0.99},
+    # the engine's history beyond the window: its age, and a slow smoothing (~50 cycles)
+    "age": {"data.cycle_feature": True},
+    "slow": {"data.slow_smoothing": 0.02},
+    "hist": {"data.cycle_feature": True, "data.slow_smoothing": 0.02},
 }
 
 
@@ -70,8 +79,8 @@ def variant_config(subset: str, variant: str, out: Path, rev: str | None = None)
     cfg = base_config(subset, rev)
     for key, value in VARIANTS[variant].items():
         section, field = key.split(".")
-        if field not in cfg[section]:
-            raise SystemExit(f"variant {variant}: {key} is not a field of configs/{subset.lower()}.json")
+        if field not in CONFIG_FIELDS[section]:
+            raise SystemExit(f"variant {variant}: {key} is not a setting of amnl.config")
         cfg[section][field] = value
     path = out / "configs" / f"{subset}-{variant}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,11 @@ class DataConfig:
     """Causal exponential smoothing of the scaled sensors along each engine's history,
     ``s_t = a * x_t + (1 - a) * s_{t-1}`` with ``a`` this factor; 1.0 turns it off. Inputs
     must then be whole histories from the engine's first cycle, as C-MAPSS files are."""
+    slow_smoothing: float = 1.0
+    """If < 1, add a second, slower causal exponential smoothing of the scaled sensors (this
+    factor, e.g. 0.02: a memory of about 50 cycles, longer than the window) as extra inputs,
+    which doubles them; 1.0 turns it off. Inputs must then be whole histories from the engine's
+    first cycle."""
     baseline_cycles: int = 0
     """If > 0, add each feature's deviation from the mean of the engine's first this-many
     cycles (after scaling and smoothing) as extra inputs, which doubles them; 0 turns it off.
@@ -59,15 +64,17 @@ class DataConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.baseline_cycles < 0:
             raise ValueError(f"baseline_cycles must be >= 0, got {self.baseline_cycles}")
-        if not 0.0 < self.smoothing <= 1.0:
-            raise ValueError(f"smoothing must be in (0, 1], got {self.smoothing}")
+        for name in ("smoothing", "slow_smoothing"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
         if not self.health_thresholds[0] > self.health_thresholds[1]:
             raise ValueError(f"health_thresholds must be (high, low), got {self.health_thresholds}")
 
     @property
     def n_features(self) -> int:
         base = 17 if self.use_settings else 14
-        return (2 * base if self.baseline_cycles else base) + int(self.cycle_feature)
+        copies = 1 + bool(self.slow_smoothing < 1.0) + bool(self.baseline_cycles)
+        return copies * base + int(self.cycle_feature)
 
 
 @dataclass

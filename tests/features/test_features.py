@@ -194,3 +194,22 @@ def test_cycle_feature_is_the_age(fleet6):
     x = Preprocessor(cfg).fit(table).transform(table)
     np.testing.assert_allclose(x[:, -1], table.cycle / 100.0, rtol=1e-6)
     np.testing.assert_allclose(x[table.starts, -1], 0.01, rtol=1e-6)  # histories start at 1
+
+
+def test_slow_smoothing_adds_a_causal_long_memory(fleet6):
+    table = read_table(fleet6["train"])
+    cfg = DataConfig(smoothing=0.2, slow_smoothing=0.02, cycle_feature=True)
+    assert cfg.n_features == 29
+    pre = Preprocessor(cfg).fit(table)
+    x = pre.transform(table)
+    fast = Preprocessor(DataConfig(smoothing=0.2)).fit(table).transform(table)
+    slow = Preprocessor(DataConfig(smoothing=0.02)).fit(table).transform(table)
+    assert x.shape == (len(table), 29)
+    np.testing.assert_allclose(x[:, :14], fast, atol=1e-6)
+    np.testing.assert_allclose(x[:, 14:28], slow, atol=1e-6)
+    np.testing.assert_allclose(x[:, 28], table.cycle / 100.0, rtol=1e-6)
+    s = table.starts
+    head = EngineTable(table.path, table.values[s[0]:s[0] + 15])  # causal: the past is unchanged
+    np.testing.assert_allclose(pre.transform(head), x[s[0]:s[0] + 15], atol=1e-5)
+    with pytest.raises(ValueError, match="slow_smoothing"):
+        DataConfig(slow_smoothing=0.0)

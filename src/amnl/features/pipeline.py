@@ -95,19 +95,24 @@ class Preprocessor:
 
     def transform(self, table: EngineTable) -> np.ndarray:
         """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features),
-        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0
-        and by the age (cycle / :data:`CYCLE_SCALE`) when ``cycle_feature`` is set."""
+        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0, by
+        their slow smoothing when ``slow_smoothing`` < 1 and by the age (cycle /
+        :data:`CYCLE_SCALE`) when ``cycle_feature`` is set."""
         if not hasattr(self, "scaler_"):
             raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
-        x = self.scaler_.transform(table.columns(self.feature_names), cond)
-        x = smooth_engines(x, table.starts, table.lengths, self.config.smoothing)
+        scaled = self.scaler_.transform(table.columns(self.feature_names), cond)
+        x = smooth_engines(scaled, table.starts, table.lengths, self.config.smoothing)
+        parts = [x]
         if self.config.baseline_cycles:
-            dev = baseline_deviation(x, table.starts, table.lengths, self.config.baseline_cycles)
-            x = np.concatenate([x, dev], axis=1)
+            parts.append(baseline_deviation(x, table.starts, table.lengths,
+                                            self.config.baseline_cycles))
+        if self.config.slow_smoothing < 1.0:
+            parts.append(smooth_engines(scaled, table.starts, table.lengths,
+                                        self.config.slow_smoothing))
         if self.config.cycle_feature:
-            x = np.concatenate([x, (table.cycle / CYCLE_SCALE).astype(x.dtype)[:, None]], axis=1)
-        return x
+            parts.append((table.cycle / CYCLE_SCALE).astype(x.dtype)[:, None])
+        return np.concatenate(parts, axis=1) if len(parts) > 1 else x
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
                 last_only: bool = False, rul_after_end: np.ndarray | None = None,
