@@ -36,6 +36,7 @@ CONFIG_FIELDS = {name: {f.name for f in dataclasses.fields(klass)} for name, kla
 
 LOWDROP = {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05}
 NODROP = {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0}
+HIST = {"data.cycle_feature": True, "data.slow_smoothing": 0.02}
 
 # name -> changes to the subset's configs/fd00x.json ("section.field": value)
 VARIANTS: dict[str, dict[str, object]] = {
@@ -56,7 +57,10 @@ VARIANTS: dict[str, dict[str, object]] = {
     # the engine's history beyond the window: its age, and a slow smoothing (~50 cycles)
     "age": {"data.cycle_feature": True},
     "slow": {"data.slow_smoothing": 0.02},
-    "hist": {"data.cycle_feature": True, "data.slow_smoothing": 0.02},
+    "hist": HIST,
+    "hist-lr1e-3": {**HIST, "train.lr": 1e-3},
+    "hist-nodrop-lr2e-3": {**HIST, **NODROP, "train.lr": 2e-3},
+    "hist-lowdrop-lr2e-3": {**HIST, **LOWDROP, "train.lr": 2e-3},
 }
 
 

@@ -164,7 +164,7 @@ def predict(
 ) -> None:
     """RUL, health state and class probabilities per unit, from each unit's latest window.
 
-    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing in the run's config), so a history cut short changes its latest window and so the prediction. A unit shorter than the window is padded with its first cycle.
+    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing and data.slow_smoothing in the run's config), so a history cut short changes its latest window and so the prediction; models with data.cycle_feature also read the unit's age from its cycle numbers. A unit shorter than the window is padded with its first cycle.
     """
     from amnl.data.cmapss import read_histories
     from amnl.deploy.predictor import Predictor
