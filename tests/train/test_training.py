@@ -104,3 +104,30 @@ def test_fp16_uses_loss_scaling_and_resumes_it(fleet, tmp_path, monkeypatch):
     restore()
     summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, resume=True, progress=False)
     assert summary["epochs_run"] == 2 and summary["val_rmse"] < 1e3
+
+
+def test_history_inputs_train_and_serve_through_onnx(fleet, tmp_path):
+    """The `hist` inputs (age + slow smoothing, 29 per cycle) train, reload, and predict the
+    same through torch and ONNX Runtime; the age is read from the cycle numbers."""
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from amnl.data.cmapss import EngineTable, read_table
+    from amnl.deploy.predictor import Predictor
+
+    cfg = _config(epochs=1)
+    cfg.data.slow_smoothing, cfg.data.cycle_feature = 0.02, True
+    cfg = RunConfig.from_dict(cfg.to_dict())  # in_features follows the data settings
+    assert cfg.model.in_features == 29
+    run = tmp_path / "run"
+    train_run(cfg, fleet, run, progress=False)
+    table = read_table(fleet / "test_FD001.txt")
+    torch_pred = Predictor.load(run).predict_table(table)
+    onnx_pred = Predictor.load(run, engine="onnx").predict_table(table)
+    assert np.isfinite(torch_pred.rul).all()
+    np.testing.assert_allclose(onnx_pred.rul, torch_pred.rul, atol=0.05)
+    # The same sensor history, 100 cycles older: only the age input differs.
+    older = table.values.copy()
+    older[:, 1] += 100
+    aged = Predictor.load(run).predict_table(EngineTable(table.path, older))
+    assert not np.allclose(aged.rul, torch_pred.rul)
