@@ -55,7 +55,7 @@ def summaries(x: np.ndarray, n_sensors: int, slow: bool, age: bool) -> np.ndarra
 def probe(train, subset: str, folds: int, smoothing: float, slow_alpha: float) -> list[dict]:
     cfg = DataConfig(subset=subset, smoothing=smoothing, slow_smoothing=slow_alpha,
                      cycle_feature=True)
-    n = DataConfig(subset=subset).n_features
+    n = len(Preprocessor(cfg).feature_names)  # the sensors; slow copies and age follow them
     units = train.units
     preds = {name: [] for name in SETS}
     truth = []

@@ -60,7 +60,6 @@ VARIANTS: dict[str, dict[str, object]] = {
     "hist": HIST,
     "hist-lr1e-3": {**HIST, "train.lr": 1e-3},
     "hist-nodrop-lr2e-3": {**HIST, **NODROP, "train.lr": 2e-3},
-    "hist-lowdrop-lr2e-3": {**HIST, **LOWDROP, "train.lr": 2e-3},
 }
 
 
@@ -107,6 +106,7 @@ def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None
     done = {r["run"] for r in collect(args.out)}  # trained and evaluated
     pending = [j for j in jobs if run_name(*j) not in done]
     running: dict[tuple[str, str, int], subprocess.Popen] = {}
+    configs: dict[tuple[str, str], Path] = {}  # one config file per (subset, variant), not per job
     print(f"{len(jobs)} jobs, {len(jobs) - len(pending)} already done, {args.parallel} at a time",
           flush=True)
     while pending or running:
@@ -130,8 +130,9 @@ def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None
             job = pending.pop(0)
             subset, variant, seed = job
             run = args.out / run_name(*job)
-            cmd = job_command(subset, variant_config(subset, variant, args.out, args.base_rev), seed,
-                              run, args)
+            if (subset, variant) not in configs:
+                configs[subset, variant] = variant_config(subset, variant, args.out, args.base_rev)
+            cmd = job_command(subset, configs[subset, variant], seed, run, args)
             with open(args.out / f"{run_name(*job)}.log", "a") as log:  # the child keeps its copy
                 running[job] = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT,
                                                 cwd=ROOT, start_new_session=True)
