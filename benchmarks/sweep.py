@@ -60,7 +60,20 @@ VARIANTS: dict[str, dict[str, object]] = {
     "hist": HIST,
     "hist-lr1e-3": {**HIST, "train.lr": 1e-3},
     "hist-nodrop-lr2e-3": {**HIST, **NODROP, "train.lr": 2e-3},
+    # on the history configs: the other losses of spec section 3, a longer window, a faster
+    # slow smoothing (memory ~20 cycles)
+    "normalized": {"train.loss": "amnl-normalized"},
+    "gaba": {"train.loss": "gaba"},
+    "grace": {"train.loss": "grace"},
+    "slow0.05": {"data.slow_smoothing": 0.05},
+    "slow0.05-normalized": {"data.slow_smoothing": 0.05, "train.loss": "amnl-normalized"},
 }
+# Confirmation on other validation engines: "splitK" is the config with data.split_seed K (the
+# control), "splitK-<variant>" the variant on the same split, to compare in pairs.
+for _k in (1, 2, 3):
+    VARIANTS[f"split{_k}"] = {"data.split_seed": _k}
+    for _v in ("gaba", "slow0.05-normalized"):
+        VARIANTS[f"split{_k}-{_v}"] = {**VARIANTS[_v], "data.split_seed": _k}
 
 
 def base_config(subset: str, rev: str | None) -> dict:
