@@ -65,10 +65,7 @@ def best_run(campaign: Path, subset: str, loss: str, any_recipe: bool = False,
         print(f"{subset}: {other} runs of other recipes than configs/{subset.lower()}.json left out")
     if not found:
         return None
-    score, run, s, key = min(found, key=lambda t: t[0])
-    if not (run / WEIGHTS_FILE).is_file():
-        raise SystemExit(f"{subset}: the best run by validation, {run} ({score:.2f}), has no "
-                         f"{WEIGHTS_FILE}; copy its weights back before bundling")
+    _, run, s, key = min(found, key=lambda t: t[0])
     return run, s, key
 
 
@@ -125,6 +122,9 @@ def main() -> None:
                       f"{summary[key]:.2f} of {run.name}); kept")
                 continue
             print(f"{subset}: {key} {summary[key]:.2f} of {run.name} against {old:.2f} bundled")
+        if not (run / WEIGHTS_FILE).is_file():
+            raise SystemExit(f"{subset}: the best run by validation, {run} ({summary[key]:.2f}), "
+                             f"has no {WEIGHTS_FILE}; copy its weights back before bundling")
         bundle(run, summary, dest)
         print(f"{subset}: bundled {run.name} ({key} {summary[key]:.2f})")
 
