@@ -1,0 +1,50 @@
+"""Test RMSE (truth capped at 125) of runs and of their averaged predictions (a seed ensemble),
+from each run's ``test/predictions.csv`` written by ``amnl evaluate --out``. A report, never a
+choice: the validation side of the same comparison is ``val_diagnostics.py`` (its "mean of N
+runs" row).
+
+    python benchmarks/ensemble_test.py RUN [RUN ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+RUL_CAP = 125.0
+
+
+def read_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(true RUL, predicted RUL) per test engine, in unit order."""
+    with open(run / "test" / "predictions.csv", newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["unit"]))
+    return (np.array([float(r["true_rul"]) for r in rows]),
+            np.array([float(r["pred_rul"]) for r in rows]))
+
+
+def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pred - np.minimum(truth, RUL_CAP)) ** 2)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", type=Path)
+    args = ap.parse_args()
+    truth, preds = None, []
+    for run in args.runs:
+        t, p = read_predictions(run)
+        if truth is not None and not np.array_equal(t, truth):
+            raise SystemExit(f"{run}: not the same test engines as {args.runs[0]}")
+        truth = t
+        preds.append(p)
+        print(f"{run.name}: test RMSE {rmse(p, t):.2f}")
+    singles = [rmse(p, truth) for p in preds]
+    print(f"mean of the {len(preds)} runs' RMSE {np.mean(singles):.2f} ± {np.std(singles, ddof=1) if len(preds) > 1 else 0:.2f}; "
+          f"RMSE of their averaged predictions {rmse(np.mean(preds, axis=0), truth):.2f}")
+
+
+if __name__ == "__main__":
+    main()
