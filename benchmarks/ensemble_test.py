@@ -1,7 +1,7 @@
-"""Test RMSE (truth capped at 125) of runs and of their averaged predictions (a seed ensemble),
-from each run's ``test/predictions.csv`` written by ``amnl evaluate --out``. A report, never a
-choice: the validation side of the same comparison is ``val_diagnostics.py`` (its "mean of N
-runs" row).
+"""Test RMSE of runs and of their averaged predictions (a seed ensemble), from each run's
+``test/predictions.csv`` written by ``amnl evaluate --out`` (true RUL already capped at 125).
+A report, never a choice: the validation side of the same comparison is ``val_diagnostics.py``
+(its "mean of N runs" row).
 
     python benchmarks/ensemble_test.py RUN [RUN ...]
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-RUL_CAP = 125.0
+from amnl.evaluate.metrics import rmse
 
 
 def read_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -25,24 +25,21 @@ def read_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
             np.array([float(r["pred_rul"]) for r in rows]))
 
 
-def rmse(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((pred - np.minimum(truth, RUL_CAP)) ** 2)))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path)
     args = ap.parse_args()
-    truth, preds = None, []
+    truth, preds, singles = None, [], []
     for run in args.runs:
         t, p = read_predictions(run)
         if truth is not None and not np.array_equal(t, truth):
             raise SystemExit(f"{run}: not the same test engines as {args.runs[0]}")
         truth = t
         preds.append(p)
-        print(f"{run.name}: test RMSE {rmse(p, t):.2f}")
-    singles = [rmse(p, truth) for p in preds]
-    print(f"mean of the {len(preds)} runs' RMSE {np.mean(singles):.2f} ± {np.std(singles, ddof=1) if len(preds) > 1 else 0:.2f}; "
+        singles.append(rmse(p, t))
+        print(f"{run.name}: test RMSE {singles[-1]:.2f}")
+    spread = np.std(singles, ddof=1) if len(singles) > 1 else 0.0
+    print(f"mean of the {len(preds)} runs' RMSE {np.mean(singles):.2f} ± {spread:.2f}; "
           f"RMSE of their averaged predictions {rmse(np.mean(preds, axis=0), truth):.2f}")
 
 
