@@ -37,6 +37,8 @@ CONFIG_FIELDS = {name: {f.name for f in dataclasses.fields(klass)} for name, kla
 LOWDROP = {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05}
 NODROP = {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0}
 HIST = {"data.cycle_feature": True, "data.slow_smoothing": 0.02}
+#: Stands for ``<--teachers>/<subset>.npz`` (a file from ``amnl distill-targets``).
+TEACHERS = "<teachers>"
 
 # name -> changes to the subset's configs/fd00x.json ("section.field": value)
 VARIANTS: dict[str, dict[str, object]] = {
@@ -67,6 +69,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "grace": {"train.loss": "grace"},
     "slow0.05": {"data.slow_smoothing": 0.05},
     "slow0.05-normalized": {"data.slow_smoothing": 0.05, "train.loss": "amnl-normalized"},
+    # distillation from the adopted config's seeds (--teachers): the RUL target mixes the label
+    # with the teachers' mean prediction
+    "distill0.5": {"train.distill": 0.5, "train.teacher_targets": TEACHERS},
+    "distill1": {"train.distill": 1.0, "train.teacher_targets": TEACHERS},
+    "noise0.05": {"train.noise_std": 0.05},               # Gaussian noise on the scaled inputs
 }
 # Confirmation on other validation engines: "splitK" is the config with data.split_seed K (the
 # control), "splitK-<variant>" the variant on the same split, to compare in pairs.
@@ -91,12 +98,17 @@ def base_config(subset: str, rev: str | None) -> dict:
     return json.loads(shown.stdout)
 
 
-def variant_config(subset: str, variant: str, out: Path, rev: str | None = None) -> Path:
+def variant_config(subset: str, variant: str, out: Path, rev: str | None = None,
+                   teachers: Path | None = None) -> Path:
     cfg = base_config(subset, rev)
     for key, value in VARIANTS[variant].items():
         section, field = key.split(".")
         if field not in CONFIG_FIELDS[section]:
             raise SystemExit(f"variant {variant}: {key} is not a setting of amnl.config")
+        if value == TEACHERS:
+            if teachers is None:
+                raise SystemExit(f"variant {variant} needs --teachers")
+            value = str(teachers / f"{subset}.npz")
         cfg[section][field] = value
     path = out / "configs" / f"{subset}-{variant}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +156,8 @@ def run_jobs(jobs: list[tuple[str, str, int]], args: argparse.Namespace) -> None
             subset, variant, seed = job
             run = args.out / run_name(*job)
             if (subset, variant) not in configs:
-                configs[subset, variant] = variant_config(subset, variant, args.out, args.base_rev)
+                configs[subset, variant] = variant_config(subset, variant, args.out, args.base_rev,
+                                                          args.teachers)
             cmd = job_command(subset, configs[subset, variant], seed, run, args)
             with open(args.out / f"{run_name(*job)}.log", "a") as log:  # the child keeps its copy
                 running[job] = subprocess.Popen(cmd, shell=True, stdout=log, stderr=subprocess.STDOUT,
@@ -171,6 +184,9 @@ def main() -> None:
                     help="Start the variants from configs/fd00x.json as of this git revision, "
                          "or from a folder of fd00x.json copies (default: the working tree), "
                          "to repeat a past sweep.")
+    ap.add_argument("--teachers", type=Path, default=None,
+                    help="Folder of <subset>.npz teacher targets (amnl distill-targets) for the "
+                         "distill variants.")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--parallel", type=int, default=1, help="Training processes at a time.")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per training process.")
@@ -183,6 +199,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     args.data_dir = args.data_dir.resolve()
+    args.teachers = args.teachers.resolve() if args.teachers else None
     args.out = args.out.resolve()
     jobs = []
     for spec in args.extra:

@@ -74,6 +74,10 @@ def train(
     device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    teacher_targets: Annotated[Path | None, typer.Option(
+        help="Distil from teachers: a file from `amnl distill-targets`.")] = None,
+    distill: Annotated[float | None, typer.Option(
+        help="Weight of the teachers' mean in the RUL target, 0-1 (default 0.5 with --teacher-targets).")] = None,
 ) -> None:
     """Train AMNL on one subset (validation engines come from the training file)."""
     from dataclasses import replace
@@ -93,8 +97,12 @@ def train(
         raise _fail(f"unknown size {size!r}; choose one of {sorted(MODEL_SIZES)}")
     if not config:
         cfg.model = replace(MODEL_SIZES[size])
+    if teacher_targets is not None and distill is None and not cfg.train.distill:
+        distill = 0.5
     overrides = {"loss": loss, "seed": seed, "grad_checkpoint": grad_checkpoint or cfg.train.grad_checkpoint,
-                 "threads": threads, "epochs": epochs, "precision": precision, "batch_size": batch_size}
+                 "threads": threads, "epochs": epochs, "precision": precision, "batch_size": batch_size,
+                 "distill": distill,
+                 "teacher_targets": None if teacher_targets is None else str(teacher_targets)}
     train_cfg = _run(replace, cfg.train, **{k: v for k, v in overrides.items() if v is not None})
     cfg = _run(RunConfig, replace(cfg.data, subset=name), cfg.model, train_cfg)
     if device == "auto":
@@ -110,6 +118,31 @@ def train(
     by = "" if chosen == "rmse" else f" ({chosen} {summary[f'val_{chosen}']:.2f}, the selection metric)"
     typer.echo(f"best epoch {summary['best_epoch']}: validation RMSE {summary['val_rmse']:.2f}{by}; "
                f"run directory {out}")
+
+
+@app.command("distill-targets")
+def distill_targets(
+    run: Annotated[list[Path], typer.Option("--run", help="A teacher run directory (repeat for each).")],
+    out: Annotated[Path, typer.Option(help="The targets file to write (.npz).")],
+    data_dir: DataDir = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "cpu",
+) -> None:
+    """Average teacher runs' RUL predictions over their training file, for `amnl train --teacher-targets`."""
+    import numpy as np
+    import torch
+
+    from amnl.data.paths import resolve_data_dir
+    from amnl.train.distill import compute_teacher_targets
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    targets = _run(compute_teacher_targets, [str(r) for r in run], resolve_data_dir(data_dir),
+                   device=device)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _run(targets.save, out)
+    typer.echo(f"{targets.subset}: {len(targets.rul)} windows, {len(targets.teachers)} teachers, "
+               f"mean spread between teachers {float(np.mean(targets.spread)):.2f} cycles; "
+               f"validation engines {targets.val_units.tolist()}; wrote {out}")
 
 
 @app.command()

@@ -150,8 +150,19 @@ class TrainConfig:
     """Validation score that drives early stopping, the plateau rule and the kept weights:
     ``rmse`` over all validation windows, or ``rmse_balanced`` (mean squared error averaged over
     the health classes, then the root)."""
+    distill: float = 0.0
+    """Weight of the teachers' mean prediction in each training window's RUL target,
+    ``(1 - distill) * label + distill * teacher`` (0 turns distillation off, 1 learns the
+    teachers only); needs ``teacher_targets``. Health labels stay the true ones."""
+    teacher_targets: str = ""
+    """File written by ``amnl distill-targets``: the teacher runs' mean RUL on every training
+    window (see :mod:`amnl.train.distill`)."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.distill <= 1.0:
+            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+        if self.distill > 0 and not self.teacher_targets:
+            raise ValueError("distill > 0 needs teacher_targets (a file from `amnl distill-targets`)")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.precision not in PRECISIONS:

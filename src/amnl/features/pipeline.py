@@ -34,6 +34,7 @@ class Windows:
         unit: int64 (n_windows,) engine id of each window.
         rul: float32 (n_windows,) capped RUL at the window's last cycle (NaN when unknown).
         health: int64 (n_windows,) health class (-1 when unknown).
+        cycle: int64 (n_windows,) cycle number of the window's last row.
     """
 
     x: np.ndarray
@@ -41,6 +42,7 @@ class Windows:
     unit: np.ndarray
     rul: np.ndarray
     health: np.ndarray
+    cycle: np.ndarray
 
     def __len__(self) -> int:
         return len(self.index)
@@ -151,7 +153,8 @@ class Preprocessor:
             rul = np.minimum(raw, self.config.rul_cap).astype(np.float32)
         health = np.where(np.isnan(rul), -1, health_labels(np.nan_to_num(rul),
                                                             self.config.health_thresholds))
-        return Windows(x, index, unit.astype(np.int64), rul, health.astype(np.int64))
+        return Windows(x, index, unit.astype(np.int64), rul, health.astype(np.int64),
+                       table.cycle[ends].astype(np.int64))
 
     def split_units(self, table: EngineTable) -> tuple[np.ndarray, np.ndarray]:
         """Seeded engine-level split of a training file into (train units, validation units)."""

@@ -11,7 +11,8 @@ A finished run directory holds exactly:
 ``metrics.json``       the final summary (best epoch, validation metrics, timings)
 =====================  ===================================================================
 
-An interrupted run also holds ``checkpoint.pt`` (resume with ``--resume``). Bundled models use
+An interrupted run also holds ``checkpoint.pt`` (resume with ``--resume``); a distilled run
+(``train.distill`` > 0) also holds ``teacher_targets.npz``, its copy of the teachers' targets. Bundled models use
 the same layout with FP16 weights. :func:`load_run` needs nothing else.
 """
 

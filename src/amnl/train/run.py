@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import platform
+import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from amnl.features.pipeline import Preprocessor
 from amnl.model.inference import predict_windows
 from amnl.model.network import AMNL
 from amnl.train.checkpoint import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, save_weights
+from amnl.train.distill import TARGETS_FILE, TeacherTargets, distilled_rul
 from amnl.train.losses import create_loss
 from amnl.train.trainer import CHECKPOINT_FILE, fit
 
@@ -68,6 +71,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     val_w = pre.windows(subset.train, units=val_units)
     logger.info("%s: %d train windows (%d engines), %d validation windows (%d engines)",
                 config.data.subset, len(train_w), len(train_units), len(val_w), len(val_units))
+    if tc.distill > 0:
+        train_w = _distill(train_w, config, val_units, out, resume)
     config.save(out / CONFIG_FILE)
     pre.save(out)
 
@@ -93,6 +98,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early, "interrupted": result.interrupted,
         **{k: v for k, v in best.items() if k.startswith("val_")},
+        **({"distill": tc.distill, "teachers": list(TeacherTargets.load(out / TARGETS_FILE).teachers)}
+           if tc.distill > 0 else {}),
         "train_windows": len(train_w), "val_windows": len(val_w),
         "val_units": val_units.tolist(),
         "seconds": round(result.seconds, 1),
@@ -105,3 +112,20 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _distill(train_w, config: RunConfig, val_units: np.ndarray, out: Path, resume: bool):
+    """Training windows with RUL targets mixed with the teachers' mean (train.distill).
+
+    The targets file is copied into the run directory, which a resumed run reads."""
+    src = out / TARGETS_FILE if resume else Path(config.train.teacher_targets)
+    targets = TeacherTargets.load(src)
+    targets.check_split(config.data.subset, val_units)
+    if not resume:
+        shutil.copyfile(src, out / TARGETS_FILE)
+    teacher = targets.lookup(train_w.unit, train_w.cycle)
+    rul = distilled_rul(train_w.rul, teacher, config.train.distill, config.data.rul_cap)
+    logger.info("distilling %d teachers (weight %.2f): teacher RMSE to the labels %.2f",
+                len(targets.teachers), config.train.distill,
+                float(np.sqrt(np.mean((np.minimum(teacher, config.data.rul_cap) - train_w.rul) ** 2))))
+    return replace(train_w, rul=rul)
