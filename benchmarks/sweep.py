@@ -37,7 +37,8 @@ CONFIG_FIELDS = {name: {f.name for f in dataclasses.fields(klass)} for name, kla
 LOWDROP = {"model.lstm_dropout": 0.1, "model.cnn_dropout": 0.05, "model.attn_dropout": 0.05}
 NODROP = {"model.lstm_dropout": 0.0, "model.cnn_dropout": 0.0, "model.attn_dropout": 0.0}
 HIST = {"data.cycle_feature": True, "data.slow_smoothing": 0.02}
-#: Stands for ``<--teachers>/<subset>.npz`` (a file from ``amnl distill-targets``).
+#: Stands for ``<--teachers>/<subset>.npz``, or ``<subset>-split<K>.npz`` with ``data.split_seed``
+#: K (files from ``amnl distill-targets`` over runs of that split).
 TEACHERS = "<teachers>"
 
 # name -> changes to the subset's configs/fd00x.json ("section.field": value)
@@ -79,7 +80,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 # control), "splitK-<variant>" the variant on the same split, to compare in pairs.
 for _k in (1, 2, 3):
     VARIANTS[f"split{_k}"] = {"data.split_seed": _k}
-    for _v in ("gaba", "slow0.05-normalized"):
+    for _v in ("gaba", "slow0.05-normalized", "distill0.5", "distill1"):
         VARIANTS[f"split{_k}-{_v}"] = {**VARIANTS[_v], "data.split_seed": _k}
 
 
@@ -105,11 +106,13 @@ def variant_config(subset: str, variant: str, out: Path, rev: str | None = None,
         section, field = key.split(".")
         if field not in CONFIG_FIELDS[section]:
             raise SystemExit(f"variant {variant}: {key} is not a setting of amnl.config")
-        if value == TEACHERS:
-            if teachers is None:
-                raise SystemExit(f"variant {variant} needs --teachers")
-            value = str(teachers / f"{subset}.npz")
         cfg[section][field] = value
+    if cfg["train"].get("teacher_targets") == TEACHERS:  # teachers of the same validation split
+        if teachers is None:
+            raise SystemExit(f"variant {variant} needs --teachers")
+        split = cfg["data"].get("split_seed", 0)
+        cfg["train"]["teacher_targets"] = str(teachers / (f"{subset}.npz" if not split else
+                                                          f"{subset}-split{split}.npz"))
     path = out / "configs" / f"{subset}-{variant}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg, indent=2) + "\n")
