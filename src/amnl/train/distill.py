@@ -51,6 +51,9 @@ class TeacherTargets:
 
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"teacher targets {path}: no such file (a relative path is read "
+                                    "from the working directory: run from the repository root)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))

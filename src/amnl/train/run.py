@@ -55,6 +55,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
             raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT_FILE})")
         config = RunConfig.load(out / CONFIG_FILE)
     else:
+        if config.train.distill > 0:  # fail before anything is written
+            TeacherTargets.load(config.train.teacher_targets)
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", SUMMARY_FILE, CHECKPOINT_FILE):
             (out / stale).unlink(missing_ok=True)
