@@ -5,9 +5,7 @@
 Weights are stored in FP16 safetensors with the run's config and preprocessing state in
 ``src/amnl/weights/<FD00x>/``, plus ``source.json`` naming the run and its validation metrics.
 Only runs of the recipe in ``configs/fd00x.json`` (seed and threads aside) are candidates, so
-that the config retrains the bundled model's recipe (``--any-recipe`` lifts that). A distilled
-run counts when its copy of the teacher targets is the file the config names, wherever the run
-read it from; the bundled config then names the config's file. Runs are
+that the config retrains the bundled model's recipe (``--any-recipe`` lifts that). Runs are
 ranked by the validation score their config selects with (``train.select_metric``).
 A subset's bundled model is replaced only when the new run is better by that score on the
 validation engines (same split settings; the training file only, never the test).
@@ -16,8 +14,6 @@ validation engines (same split settings; the training file only, never the test)
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -36,7 +32,6 @@ from amnl.train.checkpoint import (
     load_run,
     save_weights,
 )
-from amnl.train.distill import TARGETS_FILE
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "src" / "amnl" / "weights"
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
@@ -47,34 +42,17 @@ def selection_key(cfg: RunConfig) -> str:
     return f"val_{cfg.train.select_metric}"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def with_recipe_teachers(cfg: RunConfig, run: Path, recipe: RunConfig) -> RunConfig:
-    """``cfg`` naming the recipe's teacher-targets file when the run's copy of its targets
-    (``teacher_targets.npz`` in the run directory) is that file, byte for byte; else unchanged."""
-    theirs, ours = run / TARGETS_FILE, RECIPES.parent / recipe.train.teacher_targets  # repo-relative
-    if cfg.train.distill > 0 and ours.is_file() and theirs.is_file() \
-            and _sha256(theirs) == _sha256(ours):
-        return dataclasses.replace(cfg, train=dataclasses.replace(
-            cfg.train, teacher_targets=recipe.train.teacher_targets))
-    return cfg
-
-
 def best_run(campaign: Path, subset: str, loss: str, any_recipe: bool = False,
-             ) -> tuple[Path, dict, str, RunConfig] | None:
+             ) -> tuple[Path, dict, str] | None:
     """The finished run of ``subset`` trained with ``loss`` with the best validation score
     (any run directory name: campaign runs and sweep variants alike), its summary and the
     score's key. Unless ``any_recipe``, only runs of the recipe in ``configs/fd00x.json``
     count, so that the bundled model is one that its config retrains."""
     found, other = [], 0
-    recipe_cfg = RunConfig.load(RECIPES / f"{subset.lower()}.json")
-    recipe = recipe_cfg.recipe()
+    recipe = RunConfig.load(RECIPES / f"{subset.lower()}.json").recipe()
     for summary in campaign.glob(f"{subset}-*/{SUMMARY_FILE}"):
         s = json.loads(summary.read_text())
-        cfg = with_recipe_teachers(RunConfig.load(summary.parent / CONFIG_FILE), summary.parent,
-                                   recipe_cfg)
+        cfg = RunConfig.load(summary.parent / CONFIG_FILE)
         key = selection_key(cfg)
         if s.get("subset") != subset or s.get("loss") != loss or s.get("interrupted") \
                 or s.get(key) is None:
@@ -82,13 +60,13 @@ def best_run(campaign: Path, subset: str, loss: str, any_recipe: bool = False,
         if not any_recipe and cfg.recipe() != recipe:
             other += 1
             continue
-        found.append((s[key], summary.parent, s, key, cfg))
+        found.append((s[key], summary.parent, s, key))
     if other:
         print(f"{subset}: {other} runs of other recipes than configs/{subset.lower()}.json left out")
     if not found:
         return None
-    _, run, s, key, cfg = min(found, key=lambda t: t[0])
-    return run, s, key, cfg
+    _, run, s, key = min(found, key=lambda t: t[0])
+    return run, s, key
 
 
 def bundled_score(dest: Path, key: str, data_dir: Path) -> float:
@@ -104,14 +82,13 @@ def bundled_score(dest: Path, key: str, data_dir: Path) -> float:
     return score_windows(lambda x: predict_windows(model, x), val, prefix="val_")[key]
 
 
-def bundle(run: Path, summary: dict, cfg: RunConfig, dest: Path) -> None:
+def bundle(run: Path, summary: dict, dest: Path) -> None:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     _, _, model = load_run(run)
     save_weights(model, tmp / WEIGHTS_FILE, dtype=torch.float16)
-    cfg.save(tmp / CONFIG_FILE)
-    for f in (Preprocessor.STATE_FILE, Preprocessor.META_FILE):
+    for f in (CONFIG_FILE, Preprocessor.STATE_FILE, Preprocessor.META_FILE):
         shutil.copy2(run / f, tmp / f)
     kept = ("best_epoch", "seed", "loss", "machine", "device")
     source = {"run": run.name, **{k: v for k, v in summary.items()
@@ -136,7 +113,7 @@ def main() -> None:
         if found is None:
             print(f"{subset}: no finished run")
             continue
-        run, summary, key, cfg = found
+        run, summary, key = found
         dest = PACKAGE_WEIGHTS / subset
         if (dest / WEIGHTS_FILE).is_file():
             old = bundled_score(dest, key, args.data_dir)
@@ -148,7 +125,7 @@ def main() -> None:
         if not (run / WEIGHTS_FILE).is_file():
             raise SystemExit(f"{subset}: the best run by validation, {run} ({summary[key]:.2f}), "
                              f"has no {WEIGHTS_FILE}; copy its weights back before bundling")
-        bundle(run, summary, cfg, dest)
+        bundle(run, summary, dest)
         print(f"{subset}: bundled {run.name} ({key} {summary[key]:.2f})")
 
 

@@ -8,6 +8,10 @@ target on each training window becomes ``(1 - w) * label + w * teacher mean`` (`
 Honesty: teachers must have held out exactly the student's validation engines (same subset, same
 ``split_seed`` and ``val_fraction``), so no teacher has trained on an engine the student is
 validated on; :meth:`TeacherTargets.check_split` enforces it. Test files are never read.
+The student's validation score is still optimistic next to an undistilled run's: the teachers'
+epochs were chosen on those same validation engines, and the student learns the chosen models
+(docs/results.md, "Distillation", measured that on C-MAPSS: students won on validation and not
+on test).
 """
 
 from __future__ import annotations
