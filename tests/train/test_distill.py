@@ -117,6 +117,12 @@ def test_cli_writes_targets_and_names_bad_runs(teachers, tmp_path):
     res = CliRunner().invoke(app, ["distill-targets", "--run", str(tmp_path), "--out", str(out),
                                    "--data-dir", str(data)])
     assert res.exit_code == 2 and "not a complete run directory" in res.output
+    student = tmp_path / "student"
+    res = CliRunner().invoke(app, ["train", "--data-dir", str(data), "--size", "tiny", "--epochs", "1",
+                                   "--teacher-targets", str(out), "--out", str(student), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((student / "config.json").read_text())["train"]
+    assert saved["distill"] == 0.5 and saved["teacher_targets"] == str(out)  # the CLI's default weight
     res = CliRunner().invoke(app, ["train", "--data-dir", str(data), "--size", "tiny",
                                    "--teacher-targets", str(tmp_path / "missing.npz"),
                                    "--out", str(tmp_path / "s"), "--no-progress"])
