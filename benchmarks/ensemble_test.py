@@ -9,20 +9,19 @@ A report, never a choice: the validation side of the same comparison is ``val_di
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from amnl.evaluate.metrics import rmse
+from amnl.evaluate.report import CSV_FILE, read_predictions
 
 
-def read_predictions(run: Path) -> tuple[np.ndarray, np.ndarray]:
+def read_run(run: Path) -> tuple[np.ndarray, np.ndarray]:
     """(true RUL, predicted RUL) per test engine, in unit order."""
-    with open(run / "test" / "predictions.csv", newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["unit"]))
-    return (np.array([float(r["true_rul"]) for r in rows]),
-            np.array([float(r["pred_rul"]) for r in rows]))
+    unit, truth, pred = read_predictions(run / "test" / CSV_FILE)
+    order = np.argsort(unit)
+    return truth[order], pred[order]
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     truth, preds, singles = None, [], []
     for run in args.runs:
-        t, p = read_predictions(run)
+        t, p = read_run(run)
         if truth is not None and not np.array_equal(t, truth):
             raise SystemExit(f"{run}: not the same test engines as {args.runs[0]}")
         truth = t

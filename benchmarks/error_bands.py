@@ -9,11 +9,12 @@ RMSE (bias) per band, engines per band, the worst engines and the RMSE without t
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 from val_diagnostics import BANDS, band_header, band_table  # beside this script
+
+from amnl.evaluate.report import read_predictions
 
 
 def main() -> None:
@@ -21,18 +22,16 @@ def main() -> None:
     ap.add_argument("csv", type=Path)
     ap.add_argument("--worst", type=int, default=5)
     args = ap.parse_args()
-    rows = list(csv.DictReader(args.csv.read_text().splitlines()))
-    truth = np.array([float(r["true_rul"]) for r in rows])
-    pred = np.array([float(r["pred_rul"]) for r in rows])
+    unit, truth, pred = read_predictions(args.csv)
     err = pred - truth
     counts = [int(((truth >= lo) & (truth < hi)).sum()) for lo, hi in BANDS]
     print(band_header("engines | RMSE"))
-    print(f"| {len(rows)} | {np.sqrt(np.mean(err ** 2)):.2f} | {band_table(pred, truth)} |")
+    print(f"| {len(unit)} | {np.sqrt(np.mean(err ** 2)):.2f} | {band_table(pred, truth)} |")
     print("engines per band: " + ", ".join(str(c) for c in counts))
     worst = np.argsort(-np.abs(err))[: args.worst]
     print("worst engines (unit: true -> predicted): " + ", ".join(
-        f"{rows[i]['unit']}: {truth[i]:.0f} -> {pred[i]:.1f}" for i in worst))
-    keep = np.setdiff1d(np.arange(len(rows)), worst)
+        f"{unit[i]}: {truth[i]:.0f} -> {pred[i]:.1f}" for i in worst))
+    keep = np.setdiff1d(np.arange(len(unit)), worst)
     print(f"RMSE without them: {np.sqrt(np.mean(err[keep] ** 2)):.2f}")
 
 

@@ -16,6 +16,16 @@ CSV_FILE = "predictions.csv"
 PLOT_FILE = "predictions.png"
 
 
+def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit, true RUL, predicted RUL) per engine, in file order, from a ``predictions.csv``
+    that :func:`write_report` wrote (true RUL capped as evaluated)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return (np.array([int(r["unit"]) for r in rows], np.int64),
+            np.array([float(r["true_rul"]) for r in rows]),
+            np.array([float(r["pred_rul"]) for r in rows]))
+
+
 def write_report(report: TestReport, out_dir: str | Path, title: str) -> list[Path]:
     """Write ``predictions.csv`` (unit, true RUL, predicted RUL, health class, probabilities)
     and ``predictions.png`` (predicted vs true RUL per engine, sorted by true RUL).

@@ -12,8 +12,8 @@ A finished run directory holds exactly:
 =====================  ===================================================================
 
 An interrupted run also holds ``checkpoint.pt`` (resume with ``--resume``); a distilled run
-(``train.distill`` > 0) also holds ``teacher_targets.npz``, its copy of the teachers' targets. Bundled models use
-the same layout with FP16 weights. :func:`load_run` needs nothing else.
+(``train.distill`` > 0) also holds ``teacher_targets.npz``, its copy of the teachers' targets.
+Bundled models use the same layout with FP16 weights. :func:`load_run` needs nothing else.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import torch
 from amnl.config import RunConfig
 from amnl.data.cmapss import load_subset
 from amnl.evaluate.evaluate import score_windows
+from amnl.evaluate.metrics import rmse
 from amnl.features.dataset import WindowBatches, class_balanced_weights
 from amnl.features.pipeline import Preprocessor
 from amnl.model.inference import predict_windows
@@ -54,9 +55,10 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         if not (out / CHECKPOINT_FILE).is_file():
             raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT_FILE})")
         config = RunConfig.load(out / CONFIG_FILE)
-    else:
-        if config.train.distill > 0:  # fail before anything is written
-            TeacherTargets.load(config.train.teacher_targets)
+    targets = None
+    if config.train.distill > 0:  # read before anything is written; a resumed run reads its copy
+        targets = TeacherTargets.load(out / TARGETS_FILE if resume else config.train.teacher_targets)
+    if not resume:
         out.mkdir(parents=True, exist_ok=True)
         for stale in ("metrics.jsonl", SUMMARY_FILE, CHECKPOINT_FILE):
             (out / stale).unlink(missing_ok=True)
@@ -73,8 +75,11 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     val_w = pre.windows(subset.train, units=val_units)
     logger.info("%s: %d train windows (%d engines), %d validation windows (%d engines)",
                 config.data.subset, len(train_w), len(train_units), len(val_w), len(val_units))
-    if tc.distill > 0:
-        train_w = _distill(train_w, config, val_units, out, resume)
+    if targets is not None:
+        targets.check_split(config.data.subset, val_units)
+        if not resume:  # the run's own copy, for --resume and provenance
+            shutil.copyfile(tc.teacher_targets, out / TARGETS_FILE)
+        train_w = _distill(train_w, targets, tc.distill, config.data.rul_cap)
     config.save(out / CONFIG_FILE)
     pre.save(out)
 
@@ -100,8 +105,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "stopped_early": result.stopped_early, "interrupted": result.interrupted,
         **{k: v for k, v in best.items() if k.startswith("val_")},
-        **({"distill": tc.distill, "teachers": list(TeacherTargets.load(out / TARGETS_FILE).teachers)}
-           if tc.distill > 0 else {}),
+        **({"distill": tc.distill, "teachers": list(targets.teachers)} if targets is not None else {}),
         "train_windows": len(train_w), "val_windows": len(val_w),
         "val_units": val_units.tolist(),
         "seconds": round(result.seconds, 1),
@@ -116,18 +120,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     return summary
 
 
-def _distill(train_w, config: RunConfig, val_units: np.ndarray, out: Path, resume: bool):
-    """Training windows with RUL targets mixed with the teachers' mean (train.distill).
-
-    The targets file is copied into the run directory, which a resumed run reads."""
-    src = out / TARGETS_FILE if resume else Path(config.train.teacher_targets)
-    targets = TeacherTargets.load(src)
-    targets.check_split(config.data.subset, val_units)
-    if not resume:
-        shutil.copyfile(src, out / TARGETS_FILE)
+def _distill(train_w, targets: TeacherTargets, weight: float, cap: float):
+    """Training windows with RUL targets mixed with the teachers' mean (train.distill)."""
     teacher = targets.lookup(train_w.unit, train_w.cycle)
-    rul = distilled_rul(train_w.rul, teacher, config.train.distill, config.data.rul_cap)
     logger.info("distilling %d teachers (weight %.2f): teacher RMSE to the labels %.2f",
-                len(targets.teachers), config.train.distill,
-                float(np.sqrt(np.mean((np.minimum(teacher, config.data.rul_cap) - train_w.rul) ** 2))))
-    return replace(train_w, rul=rul)
+                len(targets.teachers), weight, rmse(np.minimum(teacher, cap), train_w.rul))
+    return replace(train_w, rul=distilled_rul(train_w.rul, teacher, weight, cap))
