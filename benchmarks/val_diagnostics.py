@@ -1,5 +1,7 @@
 """Validation-only diagnostics of trained runs: RMSE, health-class-balanced RMSE, error and bias
-by true-RUL band, and the RMSE of the runs' averaged predictions (a seed/recipe ensemble). Never reads the test files.
+by true-RUL band, and the RMSE of the runs' averaged predictions (a seed/recipe ensemble; with
+``--train-engines`` on the training engines too: how closely a set of distillation teachers
+fits the labels it would replace). Never reads the test files.
 
     python benchmarks/val_diagnostics.py RUN [RUN ...] [--data-dir ../shared/data/CMAPSS]
         [--train-engines] [--from-cycle N]
@@ -53,7 +55,7 @@ def main() -> None:
                     help="score every engine cut after each cycle >= N (test-like, any window)")
     args = ap.parse_args()
     print(band_header("run | engines | RMSE | balanced RMSE"))
-    preds, truth, split = [], None, None
+    preds, truth, split = {}, {}, None  # per part (val, train): every run's predictions, labels
     for run in args.runs:
         cfg, pre, model = load_run(run)
         table = load_subset(args.data_dir, cfg.data.subset, test=False).train
@@ -68,13 +70,13 @@ def main() -> None:
             p = predict_windows(model, w.arrays())[0]
             print(f"| {run} | {name} | {np.sqrt(np.mean((p - w.rul) ** 2)):.2f} | "
                   f"{balanced_rmse(p, w.rul, w.health):.2f} | {band_table(p, w.rul)} |")
-            if name == "val":
-                preds.append(p)
-                truth, health = w.rul, w.health
-    if len(preds) > 1:
-        mean = np.mean(preds, axis=0)
-        print(f"| mean of {len(preds)} runs | val | {np.sqrt(np.mean((mean - truth) ** 2)):.2f} | "
-              f"{balanced_rmse(mean, truth, health):.2f} | {band_table(mean, truth)} |")
+            preds.setdefault(name, []).append(p)
+            truth[name] = w
+    for name, ps in preds.items():  # the runs' averaged predictions (an ensemble)
+        if len(ps) > 1:
+            mean, w = np.mean(ps, axis=0), truth[name]
+            print(f"| mean of {len(ps)} runs | {name} | {np.sqrt(np.mean((mean - w.rul) ** 2)):.2f} | "
+                  f"{balanced_rmse(mean, w.rul, w.health):.2f} | {band_table(mean, w.rul)} |")
 
 
 if __name__ == "__main__":
