@@ -40,6 +40,9 @@ HIST = {"data.cycle_feature": True, "data.slow_smoothing": 0.02}
 #: Stands for ``<--teachers>/<subset>.npz``, or ``<subset>-split<K>.npz`` with ``data.split_seed``
 #: K (files from ``amnl distill-targets`` over runs of that split).
 TEACHERS = "<teachers>"
+#: Stands for the subset's partner: the other file with as many operating conditions.
+POOL = "<partner>"
+PARTNERS = {"FD001": ["FD003"], "FD003": ["FD001"], "FD002": ["FD004"], "FD004": ["FD002"]}
 
 # name -> changes to the subset's configs/fd00x.json ("section.field": value)
 VARIANTS: dict[str, dict[str, object]] = {
@@ -75,6 +78,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "distill0.5": {"train.distill": 0.5, "train.teacher_targets": TEACHERS},
     "distill1": {"train.distill": 1.0, "train.teacher_targets": TEACHERS},
     "noise0.05": {"train.noise_std": 0.05},               # Gaussian noise on the scaled inputs
+    # train on the subset's engines and its partner's (same operating-condition regime)
+    "pool": {"data.extra_train": POOL},
 }
 # Confirmation on other validation engines: "splitK" is the config with data.split_seed K (the
 # control), "splitK-<variant>" the variant on the same split, to compare in pairs.
@@ -113,6 +118,8 @@ def variant_config(subset: str, variant: str, out: Path, rev: str | None = None,
         split = cfg["data"].get("split_seed", 0)
         cfg["train"]["teacher_targets"] = str(teachers / (f"{subset}.npz" if not split else
                                                           f"{subset}-split{split}.npz"))
+    if cfg["data"].get("extra_train") == POOL:
+        cfg["data"]["extra_train"] = PARTNERS[subset]
     path = out / "configs" / f"{subset}-{variant}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cfg, indent=2) + "\n")

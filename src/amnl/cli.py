@@ -78,6 +78,9 @@ def train(
         help="Distil from teachers: a file from `amnl distill-targets`.")] = None,
     distill: Annotated[float | None, typer.Option(
         help="Weight of the teachers' mean in the RUL target, 0-1 (default 0.5 with --teacher-targets).")] = None,
+    extra_train: Annotated[list[str] | None, typer.Option(
+        help="Also train on this subset's training engines (its validation engines left out; "
+             "validation stays on --dataset's), e.g. FD003 for FD001. Repeat for more.")] = None,
 ) -> None:
     """Train AMNL on one subset (validation engines come from the training file)."""
     from dataclasses import replace
@@ -104,7 +107,10 @@ def train(
                  "distill": distill,
                  "teacher_targets": None if teacher_targets is None else str(teacher_targets)}
     train_cfg = _run(replace, cfg.train, **{k: v for k, v in overrides.items() if v is not None})
-    cfg = _run(RunConfig, replace(cfg.data, subset=name), cfg.model, train_cfg)
+    data_cfg = replace(cfg.data, subset=name)
+    if extra_train:
+        data_cfg = _run(replace, data_cfg, extra_train=tuple(_run(check_subset_name, n) for n in extra_train))
+    cfg = _run(RunConfig, data_cfg, cfg.model, train_cfg)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     out = out or Path("runs") / f"{name}-{cfg.train.loss}-s{cfg.train.seed}"

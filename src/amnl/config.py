@@ -55,9 +55,17 @@ class DataConfig:
     cycle_feature: bool = False
     """Add the engine's age, its cycle number / 100, as one more input (C-MAPSS histories
     start at cycle 1, so the age is known at prediction time)."""
+    extra_train: tuple[str, ...] = ()
+    """Other subsets whose training engines join this one's for training (e.g. FD003 for
+    FD001: one operating condition each). Each extra file's own validation engines (the same
+    seeded split) are left out, and validation stays on this subset's engines alone."""
 
     def __post_init__(self) -> None:
         self.health_thresholds = tuple(float(t) for t in self.health_thresholds)  # type: ignore
+        self.extra_train = tuple(str(n).upper() for n in self.extra_train)
+        if self.subset.upper() in self.extra_train or len(set(self.extra_train)) < len(self.extra_train):
+            raise ValueError(f"extra_train must name other subsets than {self.subset}, once each,"
+                             f" got {list(self.extra_train)}")
         if self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -131,3 +131,36 @@ def test_history_inputs_train_and_serve_through_onnx(fleet, tmp_path):
     older[:, 1] += 100
     aged = Predictor.load(run).predict_table(EngineTable(table.path, older))
     assert not np.allclose(aged.rul, torch_pred.rul)
+
+
+def test_extra_train_pools_engines_and_keeps_validation(fleet, tmp_path, monkeypatch):
+    """data.extra_train adds the other file's training engines (its own validation engines left
+    out); validation stays on the main subset's engines; no test file is read."""
+    import numpy as np
+
+    from amnl.data.cmapss import POOL_UNIT_OFFSET, EngineTable, pool_engines, read_table
+    from amnl.features.pipeline import Preprocessor
+
+    write_fleet(fleet, "FD003", n_train=20, n_test=4, seed=2)
+    opened = []
+    real = cmapss.read_table
+    monkeypatch.setattr(cmapss, "read_table", lambda p, **kw: opened.append(Path(p).name) or real(p, **kw))
+    cfg = _config(epochs=1)
+    cfg.data.extra_train = ("FD003",)
+    plain = train_run(_config(epochs=1), fleet, tmp_path / "plain", progress=False)
+    pooled = train_run(cfg, fleet, tmp_path / "pooled", progress=False)
+    assert sorted(set(opened)) == ["train_FD001.txt", "train_FD003.txt"]
+    assert pooled["val_units"] == plain["val_units"] and pooled["val_windows"] == plain["val_windows"]
+    extra = read_table(fleet / "train_FD003.txt")
+    extra_train, extra_val = Preprocessor(cfg.data).split_units(extra)
+    assert pooled["train_engines"] == plain["train_engines"] + len(extra_train) == 8 + 16
+    assert pooled["extra_train"] == ["FD003"]
+    assert RunConfig.load(tmp_path / "pooled" / "config.json").data.extra_train == ("FD003",)
+
+    table, ids = pool_engines([(read_table(fleet / "train_FD001.txt"), np.array([1, 2])),
+                               (extra, extra_val)])
+    assert isinstance(table, EngineTable)
+    np.testing.assert_array_equal(table.units, np.r_[[1, 2], extra_val + POOL_UNIT_OFFSET])
+    np.testing.assert_array_equal(np.concatenate(ids), table.units)
+    with pytest.raises(ValueError, match="extra_train"):
+        DataConfig(subset="FD001", extra_train=("fd001",))

@@ -78,6 +78,29 @@ class EngineTable:
         return len(self.values)
 
 
+#: Unit ids of the k-th table pooled by :func:`pool_engines` are offset by k times this.
+POOL_UNIT_OFFSET = 1000
+
+
+def pool_engines(parts: list[tuple[EngineTable, np.ndarray]]) -> tuple[EngineTable, list[np.ndarray]]:
+    """One table of the chosen engines of several files (training on more than one subset).
+
+    Args:
+        parts: (table, unit ids to keep) pairs; the first table's ids are kept as they are, the
+            k-th table's are offset by ``k * POOL_UNIT_OFFSET`` so that every engine stays apart.
+
+    Returns:
+        The pooled table and, per part, the unit ids it has there.
+    """
+    values, units = [], []
+    for k, (table, keep) in enumerate(parts):
+        rows = table.values[np.isin(table.unit, keep)].copy()
+        rows[:, 0] += k * POOL_UNIT_OFFSET
+        values.append(rows)
+        units.append(np.asarray(keep, np.int64) + k * POOL_UNIT_OFFSET)
+    return EngineTable("+".join(t.path for t, _ in parts), np.concatenate(values)), units
+
+
 @dataclass(frozen=True)
 class Subset:
     """A C-MAPSS sub-dataset: training file, and (optionally) test file with its true RUL."""

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from amnl.config import RunConfig
-from amnl.data.cmapss import load_subset
+from amnl.data.cmapss import load_subset, pool_engines
 from amnl.evaluate.evaluate import score_windows
 from amnl.evaluate.metrics import rmse
 from amnl.features.dataset import WindowBatches, class_balanced_weights
@@ -70,8 +70,15 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     subset = load_subset(data_dir, config.data.subset, test=False)
     pre = Preprocessor(config.data)
     train_units, val_units = pre.split_units(subset.train)
-    pre.fit(subset.train, units=train_units)
-    train_w = pre.windows(subset.train, units=train_units)
+    train_table = subset.train
+    if config.data.extra_train:
+        if targets is not None:
+            raise ValueError("train.distill and data.extra_train cannot be combined (the teacher "
+                             "targets cover one subset's engines)")
+        train_table, train_units = _pool(subset.train, train_units, config.data.extra_train,
+                                         data_dir, pre)
+    pre.fit(train_table, units=train_units)
+    train_w = pre.windows(train_table, units=train_units)
     val_w = pre.windows(subset.train, units=val_units)
     logger.info("%s: %d train windows (%d engines), %d validation windows (%d engines)",
                 config.data.subset, len(train_w), len(train_units), len(val_w), len(val_units))
@@ -106,6 +113,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         "stopped_early": result.stopped_early, "interrupted": result.interrupted,
         **{k: v for k, v in best.items() if k.startswith("val_")},
         **({"distill": tc.distill, "teachers": list(targets.teachers)} if targets is not None else {}),
+        **({"extra_train": list(config.data.extra_train)} if config.data.extra_train else {}),
+        "train_engines": len(np.unique(train_w.unit)),
         "train_windows": len(train_w), "val_windows": len(val_w),
         "val_units": val_units.tolist(),
         "seconds": round(result.seconds, 1),
@@ -118,6 +127,19 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _pool(table, units, extra: tuple[str, ...], data_dir, pre: Preprocessor):
+    """The training engines of ``table`` pooled with those of the ``extra`` subsets' training
+    files (each file's validation engines, by the same split, left out): (table, unit ids)."""
+    parts = [(table, units)]
+    for name in extra:
+        other = load_subset(data_dir, name, test=False).train
+        parts.append((other, pre.split_units(other)[0]))
+    pooled, ids = pool_engines(parts)
+    logger.info("training engines pooled from %s: %s", " + ".join(t.path for t, _ in parts),
+                " + ".join(str(len(u)) for u in ids))
+    return pooled, np.concatenate(ids)
 
 
 def _distill(train_w, targets: TeacherTargets, weight: float, cap: float):
