@@ -125,3 +125,16 @@ def test_train_keeps_loss_and_seed_of_config_unless_given(trained, tmp_path):
             assert (saved["loss"], saved["seed"], saved["threads"]) == expected
     finally:
         torch.set_num_threads(threads)
+
+
+def test_train_extra_train_rejects_bad_subsets(trained):
+    data, _ = trained
+    for bad, message in (("FD001", "extra_train must name other subsets"), ("FD009", "unknown subset")):
+        res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data),
+                                  "--extra-train", bad, "--no-progress"])
+        assert res.exit_code == 2 and message in res.output, res.output
+    # a partner whose training file is missing: the error names it
+    res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data), "--config",
+                              str(REPO / "configs" / "tiny.json"), "--extra-train", "FD003",
+                              "--epochs", "1", "--no-progress", "--out", str(data.parent / "x")])
+    assert res.exit_code == 2 and "train_FD003.txt" in res.output, res.output
