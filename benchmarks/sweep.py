@@ -80,12 +80,13 @@ VARIANTS: dict[str, dict[str, object]] = {
     "noise0.05": {"train.noise_std": 0.05},               # Gaussian noise on the scaled inputs
     # train on the subset's engines and its partner's (same operating-condition regime)
     "pool": {"data.extra_train": POOL},
+    "nopool": {"data.extra_train": []},                  # the subset's own engines only (campaign 6)
 }
 # Confirmation on other validation engines: "splitK" is the config with data.split_seed K (the
 # control), "splitK-<variant>" the variant on the same split, to compare in pairs.
 for _k in (1, 2, 3):
     VARIANTS[f"split{_k}"] = {"data.split_seed": _k}
-    for _v in ("gaba", "slow0.05-normalized", "distill0.5", "distill1"):
+    for _v in ("gaba", "slow0.05-normalized", "distill0.5", "distill1", "nopool"):
         VARIANTS[f"split{_k}-{_v}"] = {**VARIANTS[_v], "data.split_seed": _k}
 
 
