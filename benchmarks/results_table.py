@@ -1,6 +1,7 @@
 """Summarise training campaigns and sweeps: mean +- std per subset and loss (or variant) over seeds.
 
-    python benchmarks/results_table.py [--campaign runs/campaign ...] [--by loss|variant] [--agreement] [--json FILE]
+    python benchmarks/results_table.py [--campaign runs/campaign ...] [--by loss|variant] [--seeds S ...]
+        [--agreement] [--json FILE]
 
 Reads each run's ``metrics.json`` (validation, training time) and ``test/metrics.json``
 (written by ``amnl evaluate --out``) in every folder given, prints Markdown tables and, when
@@ -100,12 +101,15 @@ def main() -> None:
     ap.add_argument("--campaign", type=Path, nargs="+", default=[Path("runs/campaign")],
                     help="run folders (campaigns, sweeps); their runs are pooled")
     ap.add_argument("--by", choices=("loss", "variant"), default="loss")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="only runs of these seeds (e.g. a control's seeds that a variant also has)")
     ap.add_argument("--agreement", action="store_true",
                     help="also report how validation RMSE ranks test RMSE (after the fact)")
     ap.add_argument("--json", type=Path, default=None,
                     help="also write the rows here (e.g. benchmarks/results/campaign.json)")
     args = ap.parse_args()
-    rows = [r for campaign in args.campaign for r in collect(campaign)]
+    rows = [r for campaign in args.campaign for r in collect(campaign)
+            if args.seeds is None or r["seed"] in args.seeds]
     print_groups(rows, args.by)
     print()
     print("| run | val RMSE | test RMSE | NASA | epochs run | wall time (s) |")

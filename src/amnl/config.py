@@ -195,6 +195,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.model.in_features != self.data.n_features:
             self.model.in_features = self.data.n_features
+        if self.data.extra_train and self.train.distill > 0:
+            raise ValueError("train.distill and data.extra_train cannot be combined (the teacher "
+                             "targets cover one subset's engines)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

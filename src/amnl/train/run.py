@@ -71,10 +71,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     pre = Preprocessor(config.data)
     train_units, val_units = pre.split_units(subset.train)
     train_table = subset.train
-    if config.data.extra_train:
-        if targets is not None:
-            raise ValueError("train.distill and data.extra_train cannot be combined (the teacher "
-                             "targets cover one subset's engines)")
+    if config.data.extra_train:  # RunConfig refuses it together with train.distill
         train_table, train_units = _pool(subset.train, train_units, config.data.extra_train,
                                          data_dir, pre)
     pre.fit(train_table, units=train_units)
@@ -114,7 +111,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         **{k: v for k, v in best.items() if k.startswith("val_")},
         **({"distill": tc.distill, "teachers": list(targets.teachers)} if targets is not None else {}),
         **({"extra_train": list(config.data.extra_train)} if config.data.extra_train else {}),
-        "train_engines": len(np.unique(train_w.unit)),
+        "train_engines": len(train_units),
         "train_windows": len(train_w), "val_windows": len(val_w),
         "val_units": val_units.tolist(),
         "seconds": round(result.seconds, 1),
