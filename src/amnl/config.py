@@ -7,16 +7,43 @@ Imports nothing heavier than the standard library.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from amnl.errors import ConfigError
+
+#: The megabyte of every memory figure amnl prints or writes: 10^6 bytes (SI), as the study's
+#: "14 MB + 1.8 MB x batch" and "500 MB" are read.
+MB = 1_000_000
+
+#: Piecewise-linear RUL cap, cycles (spec section 1: early-life degradation is invisible in the
+#: sensors). The one place of this fact: ``DataConfig.rul_cap`` defaults to it, and the model's
+#: output scale and the loss's failure weight follow ``data.rul_cap`` (see :class:`RunConfig`).
+RUL_CAP = 125.0
+#: Decision: healthy > 80, degrading (30, 80], critical <= 30 (capped RUL).
+HEALTH_THRESHOLDS = (80.0, 30.0)
+
+#: Dual losses by name (built by :func:`amnl.train.losses.create_loss`).
 LOSSES = ("amnl", "amnl-normalized", "baseline", "gaba", "grace")
-PRECISIONS = ("fp32", "bf16", "fp16")
+#: Training autocast precisions.
+TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+#: Inference runtimes and the precisions each runs.
+RUNTIMES = ("torch", "onnx")
+RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "bf16", "fp16", "int8"),
+                                                  "onnx": ("fp32", "int8")}
+#: Every inference precision, in table order.
+INFERENCE_PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DEVICES = ("cpu", "cuda", "auto")
 #: Per-epoch sampling of training windows.
 BALANCES = ("none", "health")
 #: Validation metric for early stopping, the LR plateau and the best checkpoint.
 SELECT_METRICS = ("rmse", "rmse_balanced")
+
+
+def _one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
 @dataclass
@@ -31,9 +58,10 @@ class DataConfig:
     """Decision: 14 sensors by default; True adds the 3 settings (17 inputs)."""
     n_clusters: int = 6
     """k-means clusters on the settings for operating conditions (merged when they coincide)."""
-    rul_cap: float = 125.0
-    """Piecewise-linear RUL cap."""
-    health_thresholds: tuple[float, float] = (80.0, 30.0)
+    rul_cap: float = RUL_CAP
+    """Piecewise-linear RUL cap, cycles; the model's output scale and the loss's failure
+    weight follow it."""
+    health_thresholds: tuple[float, float] = HEALTH_THRESHOLDS
     """Decision: healthy > first, degrading in (second, first], critical <= second (capped RUL)."""
     val_fraction: float = 0.15
     """Decision: fraction of training engines (whole engines) held out for validation."""
@@ -64,19 +92,19 @@ class DataConfig:
         self.health_thresholds = tuple(float(t) for t in self.health_thresholds)  # type: ignore
         self.extra_train = tuple(str(n).upper() for n in self.extra_train)
         if self.subset.upper() in self.extra_train or len(set(self.extra_train)) < len(self.extra_train):
-            raise ValueError(f"extra_train must name other subsets than {self.subset}, once each,"
+            raise ConfigError(f"data.extra_train must name other subsets than {self.subset}, once each,"
                              f" got {list(self.extra_train)}")
         if self.window < 1:
-            raise ValueError(f"window must be >= 1, got {self.window}")
+            raise ConfigError(f"data.window must be >= 1, got {self.window}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.baseline_cycles < 0:
-            raise ValueError(f"baseline_cycles must be >= 0, got {self.baseline_cycles}")
+            raise ConfigError(f"data.baseline_cycles must be >= 0, got {self.baseline_cycles}")
         for name in ("smoothing", "slow_smoothing"):
             if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+                raise ConfigError(f"data.{name} must be in (0, 1], got {getattr(self, name)}")
         if not self.health_thresholds[0] > self.health_thresholds[1]:
-            raise ValueError(f"health_thresholds must be (high, low), got {self.health_thresholds}")
+            raise ConfigError(f"data.health_thresholds must be (high, low), got {self.health_thresholds}")
 
     @property
     def n_features(self) -> int:
@@ -106,8 +134,9 @@ class ModelConfig:
     rul_head: tuple[int, ...] = (64, 32, 16)
     health_head: tuple[int, ...] = (32, 16)
     n_health: int = 3
-    rul_scale: float = 125.0
-    """The RUL head predicts RUL / rul_scale; keeps the last layer well conditioned."""
+    rul_scale: float = RUL_CAP
+    """The RUL head predicts RUL / rul_scale; keeps the last layer well conditioned. In a
+    :class:`RunConfig` it is set from ``data.rul_cap``."""
 
     def __post_init__(self) -> None:
         self.cnn_channels = tuple(self.cnn_channels)
@@ -115,7 +144,7 @@ class ModelConfig:
         self.rul_head = tuple(self.rul_head)
         self.health_head = tuple(self.health_head)
         if (2 * self.lstm_hidden) % self.attn_heads:
-            raise ValueError("2 * lstm_hidden must be divisible by attn_heads")
+            raise ConfigError(f"2 * model.lstm_hidden ({2 * self.lstm_hidden}) must be divisible by model.attn_heads ({self.attn_heads})")
 
 
 @dataclass
@@ -142,6 +171,9 @@ class TrainConfig:
     """Upper bound of the EMA decay; warmed up as min(decay, (1 + t) / (10 + t))."""
     precision: str = "bf16"
     """Autocast precision: fp32, bf16 (CPU/GPU) or fp16 (GPU)."""
+    device: str = "cpu"
+    """Where the run trains: ``cpu`` or ``cuda[:i]`` (``auto`` is resolved before the run
+    starts, so the saved config names the device used)."""
     grad_checkpoint: bool = False
     """Recompute BiLSTM and attention activations in the backward pass (less memory)."""
     noise_std: float = 0.0
@@ -168,20 +200,33 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.distill <= 1.0:
-            raise ValueError(f"distill must be in [0, 1], got {self.distill}")
+            raise ConfigError(f"train.distill must be in [0, 1], got {self.distill}")
         if self.distill > 0 and not self.teacher_targets:
-            raise ValueError("distill > 0 needs teacher_targets (a file from `amnl distill-targets`)")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.balance not in BALANCES:
-            raise ValueError(f"balance must be one of {BALANCES}, got {self.balance!r}")
-        if self.select_metric not in SELECT_METRICS:
-            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, "
-                             f"got {self.select_metric!r}")
+            raise ConfigError("train.distill > 0 needs train.teacher_targets (a file from `amnl distill-targets`)")
+        _one_of("train.loss", self.loss, LOSSES)
+        _one_of("train.precision", self.precision, TRAIN_PRECISIONS)
+        _one_of("train.balance", self.balance, BALANCES)
+        _one_of("train.select_metric", self.select_metric, SELECT_METRICS)
+        if not (self.device in ("cpu", "auto") or self.device.split(":")[0] == "cuda"):
+            raise ConfigError(f"train.device must be cpu, cuda[:i] or auto; got {self.device!r}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+            raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
+
+
+#: Default peak tensor memory of one inference pass with an automatic batch size, MB: with
+#: the weights (14 MB FP32) it keeps a CLI inference process near 400 MB RSS with torch.
+DEFAULT_MEMORY_BUDGET_MB = 32.0
+
+#: Train fields that change a run, not its recipe (left out of :meth:`RunConfig.recipe`).
+RUN_ONLY_FIELDS = ("seed", "threads", "device")
+
+#: Named model sizes: ``base`` is the published 3.5 M-parameter model; ``tiny`` is for tests
+#: and CI. :func:`amnl.model.factory.create_model` builds them.
+MODEL_SIZES: dict[str, ModelConfig] = {
+    "base": ModelConfig(),
+    "tiny": ModelConfig(cnn_channels=(8, 16, 8), lstm_hidden=16, attn_heads=2, funnel=(16, 8, 8),
+                        rul_head=(8, 8, 8), health_head=(8, 8)),
+}
 
 
 @dataclass
@@ -193,10 +238,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
-        if self.model.in_features != self.data.n_features:
-            self.model.in_features = self.data.n_features
+        # derived from the data settings, so that each fact has one place
+        self.model.in_features = self.data.n_features
+        self.model.rul_scale = float(self.data.rul_cap)
         if self.data.extra_train and self.train.distill > 0:
-            raise ValueError("train.distill and data.extra_train cannot be combined (the teacher "
+            raise ConfigError("train.distill and data.extra_train cannot be combined (the teacher "
                              "targets cover one subset's engines)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +254,9 @@ class RunConfig:
             names = {f.name for f in fields(klass)}
             unknown = set(sub) - names
             if unknown:
-                raise ValueError(f"unknown {klass.__name__} fields: {sorted(unknown)}")
+                raise ConfigError(f"unknown {klass.__name__} fields: {sorted(unknown)}")
+            if not isinstance(sub, dict):
+                raise ConfigError(f"{klass.__name__} must be a JSON object, got {sub!r}")
             return klass(**sub)
 
         return cls(data=build(DataConfig, d.get("data", {})),
@@ -216,10 +264,10 @@ class RunConfig:
                    train=build(TrainConfig, d.get("train", {})))
 
     def recipe(self) -> dict[str, Any]:
-        """The settings that make a recipe: everything but the seed and the thread count, which
-        change a run, not how it is trained."""
+        """The settings that make a recipe: everything but the seed, the thread count and the
+        device, which change a run, not how it is trained."""
         d = self.to_dict()
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ("seed", "threads")}
+        d["train"] = {k: v for k, v in d["train"].items() if k not in RUN_ONLY_FIELDS}
         return d
 
     def save(self, path: str | Path) -> None:
@@ -227,4 +275,133 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a ``config.json``; a missing or malformed file is a :class:`ConfigError`
+        naming it."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}:col {exc.colno}: not valid JSON ({exc.msg})"
+                              ) from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a config must be a JSON object")
+        try:
+            return cls.from_dict(data)
+        except TypeError as exc:  # a field of the wrong kind, e.g. a list where a number goes
+            raise ConfigError(f"{path}: {exc}") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+
+def build_run_config(base: RunConfig | None = None, *, subset: str, size: str | None = None,
+                     extra_train: tuple[str, ...] | None = None, **train: Any) -> RunConfig:
+    """The run configuration of ``amnl train``: a recipe (or the defaults) with flags on top.
+
+    This is the one place where command-line flags override config fields.
+
+    Args:
+        base: the ``--config`` recipe; None starts from the defaults.
+        subset: the ``--dataset`` (already checked), which sets ``data.subset``.
+        size: a named model size (:data:`MODEL_SIZES`); only without ``base``, whose model
+            section already fixes the size.
+        extra_train: ``data.extra_train`` (None keeps the recipe's).
+        **train: :class:`TrainConfig` fields; None values keep the recipe's. A
+            ``teacher_targets`` without ``distill`` (and a recipe without one) distils at 0.5.
+
+    Raises:
+        ConfigError: ``size`` with ``base``, an unknown size or field, or an invalid value.
+
+    Example:
+        >>> build_run_config(subset="FD002", size="tiny", epochs=2).train.epochs
+        2
+    """
+    if base is not None and size is not None:
+        raise ConfigError("--size and --config cannot be combined: the config's model section "
+                          "fixes the size (edit it, or drop --config)")
+    cfg = base if base is not None else RunConfig()
+    model = cfg.model
+    if size is not None:
+        if size not in MODEL_SIZES:
+            raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
+        model = replace(MODEL_SIZES[size])
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = set(train) - known
+    if unknown:
+        raise ConfigError(f"unknown train fields: {sorted(unknown)}")
+    given = {k: v for k, v in train.items() if v is not None}
+    if given.get("teacher_targets") and "distill" not in given and not cfg.train.distill:
+        given["distill"] = 0.5
+    data = replace(cfg.data, subset=subset)
+    if extra_train is not None:
+        data = replace(data, extra_train=tuple(extra_train))
+    return RunConfig(data, replace(model), replace(cfg.train, **given))
+
+
+@dataclass
+class InferenceConfig:
+    """How a model runs: runtime, precision, device, threads and batching.
+
+    Every front door (the CLI, the service, batch scoring) builds one and hands it to
+    :meth:`amnl.inference.predictor.Predictor.load`.
+
+    Example:
+        >>> InferenceConfig(runtime="onnx", precision="int8").batch_size
+        'auto'
+    """
+
+    runtime: str = "torch"
+    """``torch`` or ``onnx`` (ONNX Runtime; needs ``pip install 'amnl[export]'``)."""
+    precision: str = "fp32"
+    """torch: fp32, bf16, fp16 (CUDA) or int8 (CPU); onnx: fp32 or int8."""
+    device: str = "cpu"
+    """``cpu``, ``cuda[:i]`` or ``auto`` (CUDA when available); onnx runs on the CPU."""
+    threads: int = 0
+    """CPU threads (0 = the library's default). ONNX Runtime takes it per session; torch's
+    count is process-wide, so front doors apply it (:func:`amnl.inference.runtime.set_threads`),
+    never a constructor."""
+    batch_size: int | str = "auto"
+    """Windows per forward pass, or ``auto``: the planner's largest batch within
+    ``memory_budget_mb`` and half the free memory (torch; measured at load), and
+    :data:`amnl.inference.onnx_runtime.DEFAULT_CHUNK` for onnx."""
+    memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB
+    """With ``auto``: the most peak tensor memory (weights included) one pass may take, MB
+    (None: half the free memory only)."""
+    max_batch: int = 256
+    """With ``auto``: the largest batch (the study's planner caps at 256)."""
+    cache_dir: str | None = None
+    """Where the onnx runtime exports a run directory's model on first use (default
+    ``$XDG_CACHE_HOME/amnl/onnx``, see :func:`amnl.cache.cache_dir`); the path is logged."""
+
+    def __post_init__(self) -> None:
+        _one_of("runtime", self.runtime, RUNTIMES)
+        allowed = RUNTIME_PRECISIONS[self.runtime]
+        if self.precision not in allowed:
+            hint = " (bf16/fp16 are torch precisions)" if self.runtime == "onnx" else ""
+            raise ConfigError(f"precision must be one of {', '.join(allowed)} with the "
+                              f"{self.runtime} runtime{hint}; got {self.precision!r}")
+        if not (self.device in ("cpu", "auto") or self.device.split(":")[0] == "cuda"):
+            raise ConfigError(f"device must be cpu, cuda[:i] or auto; got {self.device!r}")
+        if self.runtime == "onnx" and self.device.startswith("cuda"):
+            raise ConfigError("the onnx runtime runs on the CPU; use --device cpu or the torch "
+                              "runtime on CUDA")
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ConfigError("fp16 inference needs CUDA; use bf16 or int8 on the CPU")
+        if self.precision == "int8" and self.device.startswith("cuda"):
+            raise ConfigError("int8 runs on the CPU only; use --device cpu")
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0, got {self.threads}")
+        if self.batch_size in ("auto", 0):
+            self.batch_size = "auto"
+        elif isinstance(self.batch_size, str) or int(self.batch_size) < 1:
+            raise ConfigError(f"batch_size must be >= 1 or 'auto', got {self.batch_size!r}")
+        if self.memory_budget_mb is not None and self.memory_budget_mb <= 0:
+            raise ConfigError(f"memory_budget_mb must be > 0, got {self.memory_budget_mb}")
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+
+    @property
+    def auto_batch(self) -> bool:
+        return self.batch_size == "auto"

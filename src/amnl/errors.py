@@ -1,4 +1,12 @@
-"""Exceptions raised by amnl. Every message says what is wrong and where."""
+"""Exceptions raised by amnl. Every message says what is wrong and where.
+
+Library code raises these for user errors (bad files, bad settings, missing models); the CLI
+turns them into one line and exit code 2. Anything else is a bug and keeps its traceback.
+
+``AmnlError`` is the root; ``DataError`` (input files), ``ConfigError`` (settings and options),
+``ModelError`` (run directories and exports) and ``NotFittedError`` (a fitted object used
+unfitted) are under it.
+"""
 
 from __future__ import annotations
 
@@ -31,4 +39,18 @@ class DataError(AmnlError, ValueError):
 
 
 class ModelError(AmnlError):
-    """A run directory or bundled model is missing or inconsistent."""
+    """A run directory, exported folder or bundled model is missing or inconsistent: the
+    message names the folder and the missing file."""
+
+
+class ConfigError(AmnlError, ValueError):
+    """A setting or option is invalid: the message names the field or option and the allowed
+    values.
+
+    Example:
+        ``train.precision must be one of ('fp32', 'bf16', 'fp16'), got 'fp8'``
+    """
+
+
+class NotFittedError(AmnlError, RuntimeError):
+    """A fitted object (preprocessing, calibration) was used before ``fit``."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from amnl._cli_data import data_app
+from amnl.cli.data import data_app
 from amnl.data.check import FileSummary, summarize
 from amnl.data.cmapss import COLUMNS, load_subset, read_rul, read_table
 from amnl.data.synthetic import write_fleet
@@ -218,11 +218,23 @@ def test_summarize_one_subset(full_dir: Path) -> None:
 
 
 def test_summarize_names_missing_files(tmp_path: Path) -> None:
+    """A subset with some of its files is an error naming each missing one; subsets with
+    none of their files are left alone unless asked for."""
     write_fleet(tmp_path, "FD001", **FLEET)
     (tmp_path / "RUL_FD001.txt").unlink()
-    err = _raises(str(tmp_path), "RUL_FD001.txt", "train_FD004.txt",
-                  func=lambda: summarize(tmp_path))
-    assert "train_FD001.txt" not in str(err)
+    err = _raises(str(tmp_path), "RUL_FD001.txt", func=lambda: summarize(tmp_path))
+    assert "train_FD001.txt" not in str(err) and "FD004" not in str(err)
+    err = _raises("train_FD004.txt", "test_FD004.txt", func=lambda: summarize(tmp_path, ["4"]))
+
+
+def test_summarize_checks_the_subsets_present(tmp_path: Path) -> None:
+    """A user who downloaded FD001 only: it is checked, the others are not asked for."""
+    write_fleet(tmp_path, "FD001", **FLEET)
+    assert [s.file for s in summarize(tmp_path)] == ["train_FD001.txt", "test_FD001.txt",
+                                                     "RUL_FD001.txt"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _raises(str(empty), "no C-MAPSS files", func=lambda: summarize(empty))
 
 
 def test_summarize_missing_folder(tmp_path: Path) -> None:
@@ -236,6 +248,20 @@ def test_cli_check_ok(full_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "train_FD004.txt" in result.stdout and "RUL_FD002.txt" in result.stdout
     assert "12 files OK" in result.stdout
+
+
+def test_cli_check_one_subset_folder(tmp_path: Path) -> None:
+    """`amnl data check` on a folder with FD001 only checks it, names the missing subsets and
+    succeeds; --dataset asks for one subset and fails when it is not there."""
+    write_fleet(tmp_path, "FD001", **FLEET)
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "3 files OK" in result.stdout and "train_FD001.txt" in result.stdout
+    assert "not in this folder: FD002, FD003, FD004" in result.stdout
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--dataset", "FD001"])
+    assert result.exit_code == 0 and "not in this folder" not in result.stdout
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--dataset", "2"])
+    assert result.exit_code == 2 and "train_FD002.txt" in result.stderr
 
 
 def test_cli_check_corrupt_file_exits_2(tmp_path: Path) -> None:

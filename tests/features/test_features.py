@@ -52,7 +52,7 @@ def test_window_index_first_end_gives_every_cut():
 def test_rul_labels_capped_and_health_boundaries():
     rul = train_rul(np.array([200]), cap=125)
     assert rul[0] == 125 and rul[-1] == 0 and rul[-126] == 125 and rul[-125] == 124
-    assert health_labels(np.array([125, 81, 80, 31, 30, 0])).tolist() == [0, 0, 1, 1, 2, 2]
+    assert health_labels(np.array([125, 81, 80, 31, 30, 0]), (80.0, 30.0)).tolist() == [0, 0, 1, 1, 2, 2]
 
 
 def test_conditions_found(fleet6, tmp_path):

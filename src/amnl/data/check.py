@@ -53,6 +53,13 @@ def _table_summary(table: EngineTable, kind: str) -> FileSummary:
                        int(lengths.max()), int(conditions.n_conditions_))
 
 
+def present_subsets(data_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Which subsets a folder holds: (subsets with at least one of their 3 files, the others)."""
+    d = Path(data_dir)
+    present = [n for n in SUBSETS if any(p.is_file() for p in subset_files(d, n).values())]
+    return present, [n for n in SUBSETS if n not in present]
+
+
 def summarize(data_dir: str | os.PathLike,
               subsets: Iterable[str] | None = None) -> list[FileSummary]:
     """Read and validate the C-MAPSS files in ``data_dir``; one summary per file.
@@ -62,23 +69,31 @@ def summarize(data_dir: str | os.PathLike,
 
     Args:
         data_dir: folder holding ``train_/test_/RUL_FD00x.txt``.
-        subsets: sub-datasets to check (``FD001``.. or ``1``..); default: all four.
+        subsets: sub-datasets to check (``FD001``.. or ``1``..); default: those the folder
+            holds (any of a subset's three files), so a folder of FD001 alone is fine.
 
     Returns:
         Summaries in order train, test, RUL for each subset.
 
     Raises:
-        DataError: the folder or some files are missing (all missing names are listed), or a
-            file is malformed (file, line and column are named).
+        DataError: the folder is missing or holds no subset, a subset checked misses some of
+            its files (all missing names are listed), or a file is malformed (file, line and
+            column are named).
 
     Example:
         >>> [s.units for s in summarize("../shared/data/CMAPSS", ["FD001"])]  # doctest: +SKIP
         [100, 100, 100]
     """
     d = Path(data_dir)
-    names = [check_subset_name(s) for s in (subsets if subsets is not None else SUBSETS)]
     if not d.is_dir():
         raise DataError(f"no such folder; run `amnl data download` or set {ENV_VAR}", path=str(d))
+    if subsets is None:
+        names = present_subsets(d)[0]
+        if not names:
+            raise DataError("no C-MAPSS files here (train_/test_/RUL_FD00x.txt); run "
+                            "`amnl data download`", path=str(d))
+    else:
+        names = [check_subset_name(s) for s in subsets]
     missing = [p.name for n in names for p in subset_files(d, n).values() if not p.is_file()]
     if missing:
         raise DataError(f"missing {', '.join(missing)}; run `amnl data download`", path=str(d))

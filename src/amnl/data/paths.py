@@ -8,13 +8,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from amnl.cache import cache_dir
+
 ENV_VAR = "AMNL_DATA_DIR"
+#: Sub-folder of the user cache (:func:`amnl.cache.cache_dir`) where downloads go.
+CACHE_SUBDIR = "CMAPSS"
 
 
 def default_cache_dir() -> Path:
     """The per-user cache folder for downloaded data (``$XDG_CACHE_HOME/amnl/CMAPSS``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "amnl" / "CMAPSS"
+    return cache_dir(CACHE_SUBDIR)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

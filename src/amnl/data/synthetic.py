@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from amnl.data.cmapss import INFORMATIVE_SENSORS, SENSOR_COLUMNS
+from amnl.errors import ConfigError
 
 #: The six (altitude kft, Mach, throttle angle) regimes of FD002/FD004.
 REGIMES = np.array([[0.0, 0.0, 100.0], [10.0, 0.25, 100.0], [20.0, 0.70, 100.0],
@@ -48,7 +49,7 @@ def make_fleet(n_units: int = 8, n_conditions: int = 1, *, seed: int = 0, min_li
         min_life, max_life: range of engine lifetimes in cycles.
     """
     if not 1 <= n_conditions <= len(REGIMES):
-        raise ValueError(f"n_conditions must be 1..{len(REGIMES)}, got {n_conditions}")
+        raise ConfigError(f"n_conditions must be 1..{len(REGIMES)}, got {n_conditions}")
     rng = np.random.default_rng(seed)
     base = rng.uniform(10, 100, size=(len(REGIMES), 21))
     informative = np.array([c in INFORMATIVE_SENSORS for c in SENSOR_COLUMNS])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from amnl.errors import NotFittedError
+
 #: k-means clusters tried (FD002/FD004 have six regimes).
 DEFAULT_K = 6
 #: Centres closer than this in every setting (physical units: kft, Mach, degrees) are one regime.
@@ -69,7 +71,7 @@ class OperatingConditions:
     def predict(self, settings: np.ndarray) -> np.ndarray:
         """Index of the nearest regime centre, int64 (rows,)."""
         if not hasattr(self, "centers_"):
-            raise RuntimeError("OperatingConditions is not fitted: call fit() on training settings")
+            raise NotFittedError("OperatingConditions is not fitted: call fit() on training settings")
         settings = np.asarray(settings, dtype=np.float64)
         d = ((settings[:, None, :] - self.centers_[None, :, :]) ** 2).sum(-1)
         return d.argmin(axis=1)

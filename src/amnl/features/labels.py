@@ -1,21 +1,24 @@
-"""Targets: piecewise-linear RUL (capped) and the 3-class health state."""
+"""Targets: piecewise-linear RUL (capped) and the 3-class health state.
+
+The cap and the thresholds are settings (``DataConfig.rul_cap``, ``health_thresholds``; their
+defaults in :mod:`amnl.config`), passed in by the caller: no second copy of them here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-#: RUL cap: early-life degradation is invisible in the sensors (spec section 1).
-RUL_CAP = 125.0
-#: Health thresholds on the capped RUL (decision): healthy > 80, degrading (30, 80], critical <= 30.
-HEALTH_THRESHOLDS = (80.0, 30.0)
+from amnl.errors import ConfigError
+
 HEALTH_CLASSES = ("healthy", "degrading", "critical")
 
 
-def train_rul(lengths: np.ndarray, cap: float = RUL_CAP) -> np.ndarray:
+def train_rul(lengths: np.ndarray, cap: float) -> np.ndarray:
     """RUL of every row of run-to-failure engines: last cycle - cycle, capped.
 
     Args:
         lengths: cycles per engine, in file order.
+        cap: the RUL cap (``DataConfig.rul_cap``).
 
     Returns:
         float32 (sum(lengths),).
@@ -28,10 +31,10 @@ def train_rul(lengths: np.ndarray, cap: float = RUL_CAP) -> np.ndarray:
     return np.minimum(rul, cap).astype(np.float32)
 
 
-def health_labels(rul: np.ndarray, thresholds: tuple[float, float] = HEALTH_THRESHOLDS) -> np.ndarray:
+def health_labels(rul: np.ndarray, thresholds: tuple[float, float]) -> np.ndarray:
     """0 healthy (RUL > hi), 1 degrading (lo < RUL <= hi), 2 critical (RUL <= lo); int64."""
     hi, lo = thresholds
     if not hi > lo:
-        raise ValueError(f"health thresholds must be (high, low) with high > low, got {thresholds}")
+        raise ConfigError(f"health thresholds must be (high, low) with high > low, got {thresholds}")
     rul = np.asarray(rul)
     return np.where(rul > hi, 0, np.where(rul > lo, 1, 2)).astype(np.int64)

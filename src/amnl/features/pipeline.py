@@ -13,12 +13,14 @@ import numpy as np
 
 from amnl.config import DataConfig
 from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
+from amnl.errors import NotFittedError
 from amnl.features.baseline import baseline_deviation
 from amnl.features.conditions import OperatingConditions
 from amnl.features.labels import health_labels
 from amnl.features.scaling import ConditionScaler
 from amnl.features.smoothing import smooth_engines
 from amnl.features.windows import window_index
+from amnl.rundir import PREPROCESS_META_FILE, PREPROCESS_STATE_FILE
 
 #: The age input is the cycle number divided by this (ages of 1-5, like the scaled sensors).
 CYCLE_SCALE = 100.0
@@ -69,8 +71,8 @@ class Preprocessor:
         (17731, 30, 14)
     """
 
-    STATE_FILE = "preprocess.npz"
-    META_FILE = "preprocess.json"
+    STATE_FILE = PREPROCESS_STATE_FILE
+    META_FILE = PREPROCESS_META_FILE
 
     def __init__(self, config: DataConfig | None = None) -> None:
         self.config = config or DataConfig()
@@ -101,7 +103,8 @@ class Preprocessor:
         their slow smoothing when ``slow_smoothing`` < 1 and by the age (cycle /
         :data:`CYCLE_SCALE`) when ``cycle_feature`` is set."""
         if not hasattr(self, "scaler_"):
-            raise RuntimeError("Preprocessor is not fitted: call fit() on training engines")
+            raise NotFittedError("Preprocessor is not fitted: call fit() on training engines, "
+                                 "or load a run directory")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
         scaled = self.scaler_.transform(table.columns(self.feature_names), cond)
         x = smooth_engines(scaled, table.starts, table.lengths, self.config.smoothing)

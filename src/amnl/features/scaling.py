@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from amnl.errors import DataError, NotFittedError
+
 #: A sensor whose standard deviation in a regime is below this is constant there: scale 1.
 MIN_STD = 1e-8
 
@@ -38,10 +40,10 @@ class ConditionScaler:
     def transform(self, x: np.ndarray, conditions: np.ndarray) -> np.ndarray:
         """Scaled features as float32 (rows, n_features)."""
         if not hasattr(self, "mean_"):
-            raise RuntimeError("ConditionScaler is not fitted: call fit() on training engines")
+            raise NotFittedError("ConditionScaler is not fitted: call fit() on training engines")
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1] != self.mean_.shape[1]:
-            raise ValueError(f"expected {self.mean_.shape[1]} features, got {x.shape[1]}")
+            raise DataError(f"expected {self.mean_.shape[1]} features, got {x.shape[1]}")
         return ((x - self.mean_[conditions]) / self.scale_[conditions]).astype(np.float32)
 
     def get_state(self) -> dict[str, np.ndarray]:

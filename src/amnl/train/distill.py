@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-#: The copy of the targets a distilled run keeps in its run directory (resume, provenance).
-TARGETS_FILE = "teacher_targets.npz"
+from amnl.errors import DataError
+from amnl.rundir import TARGETS_FILE
+
+__all__ = ["TARGETS_FILE", "TeacherTargets", "compute_teacher_targets", "distilled_rul"]
 
 
 @dataclass
@@ -64,15 +66,15 @@ class TeacherTargets:
                 return cls(meta["subset"], z["unit"], z["cycle"], z["rul"], z["spread"],
                            z["val_units"], tuple(meta["teachers"]))
         except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"{path}: not a teacher-targets file from `amnl distill-targets` "
+            raise DataError(f"{path}: not a teacher-targets file from `amnl distill-targets` "
                              f"({e})") from e
 
     def check_split(self, subset: str, val_units: np.ndarray) -> None:
         """Raise unless the teachers were trained on ``subset`` with these validation engines."""
         if self.subset != subset:
-            raise ValueError(f"teacher targets are for {self.subset}, the run trains {subset}")
+            raise DataError(f"teacher targets are for {self.subset}, the run trains {subset}")
         if not np.array_equal(np.sort(self.val_units), np.sort(np.asarray(val_units))):
-            raise ValueError("the teachers held out other validation engines than this run "
+            raise DataError("the teachers held out other validation engines than this run "
                              f"({sorted(self.val_units.tolist())} against "
                              f"{sorted(np.asarray(val_units).tolist())}): they have trained on "
                              "its validation engines; use the same data.split_seed and val_fraction")
@@ -86,7 +88,7 @@ class TeacherTargets:
         found = keys[order][pos] == want
         if not found.all():
             i = int(np.flatnonzero(~found)[0])
-            raise ValueError(f"no teacher prediction for unit {int(unit[i])} cycle {int(cycle[i])} "
+            raise DataError(f"no teacher prediction for unit {int(unit[i])} cycle {int(cycle[i])} "
                              f"({int((~found).sum())} windows missing): were the teachers trained "
                              "with the same window length?")
         return self.rul[order][pos]
@@ -116,14 +118,14 @@ def compute_teacher_targets(runs: list[str | Path], data_dir: str | Path, *,
         data_dir: C-MAPSS folder (only ``train_FDxxx.txt`` is read).
 
     Raises:
-        ValueError: no runs, or teachers that disagree on subset, window or validation engines.
+        DataError: no runs, or teachers that disagree on subset, window or validation engines.
     """
     from amnl.data.cmapss import load_subset
-    from amnl.model.inference import predict_windows
-    from amnl.train.checkpoint import load_run
+    from amnl.inference.runtime import predict_windows
+    from amnl.rundir import load_run
 
     if not runs:
-        raise ValueError("give at least one teacher run")
+        raise DataError("give at least one teacher run")
     preds, ref, subset, table = [], None, None, None
     for run in runs:
         cfg, pre, model = load_run(run, device=device)
@@ -131,14 +133,14 @@ def compute_teacher_targets(runs: list[str | Path], data_dir: str | Path, *,
             subset = cfg.data.subset
             table = load_subset(data_dir, subset, test=False).train
         elif cfg.data.subset != subset:
-            raise ValueError(f"{run}: trained on {cfg.data.subset}, the first teacher on {subset}")
+            raise DataError(f"{run}: trained on {cfg.data.subset}, the first teacher on {subset}")
         _, val_units = pre.split_units(table)
         w = pre.windows(table)
         if ref is None:
             ref = (w.unit, w.cycle, val_units)
         elif not (np.array_equal(w.unit, ref[0]) and np.array_equal(w.cycle, ref[1])
                   and np.array_equal(val_units, ref[2])):
-            raise ValueError(f"{run}: other windows or validation engines than {runs[0]} "
+            raise DataError(f"{run}: other windows or validation engines than {runs[0]} "
                              "(data.window, split_seed and val_fraction must match)")
         rul, _ = predict_windows(model, w.arrays(), device=device)
         preds.append(rul)

@@ -13,25 +13,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: RUL at which the failure weight reaches its minimum of 1 (the RUL cap).
-WEIGHT_RUL = 125.0
+from amnl.config import LOSSES as LOSS_NAMES
+from amnl.errors import ConfigError
+
 EMA_BETA = 0.99
 #: GABA: smallest task weight before renormalisation, and steps with uniform weights.
 GABA_FLOOR = 0.05
 GABA_WARMUP_STEPS = 100
 
 
-def failure_weighted_mse(pred: torch.Tensor, target: torch.Tensor, cap: float = WEIGHT_RUL
-                         ) -> torch.Tensor:
-    """mean(w(y) (yhat - y)^2) with w(y) = 1 + clip(1 - y/cap, 0, 1): 1 when healthy, 2 at failure."""
+def failure_weighted_mse(pred: torch.Tensor, target: torch.Tensor, cap: float) -> torch.Tensor:
+    """mean(w(y) (yhat - y)^2) with w(y) = 1 + clip(1 - y/cap, 0, 1): 1 when healthy (at the RUL
+    cap, ``data.rul_cap``), 2 at failure."""
     w = 1.0 + (1.0 - target / cap).clamp(0.0, 1.0)
     return (w * (pred - target) ** 2).mean()
 
 
 class DualLoss(nn.Module):
-    """Base: fixed 0.5/0.5 weights. Subclasses change the RUL term or the weights."""
+    """Base: fixed 0.5/0.5 weights. Subclasses change the RUL term or the weights.
+
+    Args:
+        cap: the RUL cap of the labels (``data.rul_cap``), where the failure weight of the
+            failure-weighted losses reaches its minimum of 1.
+    """
 
     name = "baseline"
+
+    def __init__(self, cap: float) -> None:
+        super().__init__()
+        self.cap = float(cap)
 
     def rul_loss(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(pred, target)
@@ -56,7 +66,7 @@ class AMNLLoss(DualLoss):
     name = "amnl"
 
     def rul_loss(self, pred, target):
-        return failure_weighted_mse(pred, target)
+        return failure_weighted_mse(pred, target, self.cap)
 
 
 class NormalizedAMNLLoss(AMNLLoss):
@@ -64,8 +74,8 @@ class NormalizedAMNLLoss(AMNLLoss):
 
     name = "amnl-normalized"
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, cap: float) -> None:
+        super().__init__(cap)
         self.register_buffer("mu", torch.zeros(2))
         self.register_buffer("t", torch.zeros((), dtype=torch.long))
 
@@ -88,8 +98,8 @@ class GABALoss(DualLoss):
 
     name = "gaba"
 
-    def __init__(self, shared: Iterable[nn.Parameter] | None = None) -> None:
-        super().__init__()
+    def __init__(self, cap: float, shared: Iterable[nn.Parameter] | None = None) -> None:
+        super().__init__(cap)
         self.shared = list(shared) if shared is not None else []
         self.register_buffer("lam", torch.full((2,), 0.5))
         self.register_buffer("t", torch.zeros((), dtype=torch.long))
@@ -130,16 +140,26 @@ class GRACELoss(GABALoss):
     name = "grace"
 
     def rul_loss(self, pred, target):
-        return failure_weighted_mse(pred, target)
+        return failure_weighted_mse(pred, target, self.cap)
 
 
 LOSSES: dict[str, type[DualLoss]] = {cls.name: cls for cls in
                                      (AMNLLoss, NormalizedAMNLLoss, DualLoss, GABALoss, GRACELoss)}
 
 
-def create_loss(name: str, shared: Iterable[nn.Parameter] | None = None) -> DualLoss:
-    """Build a loss by name; ``shared`` are the backbone parameters GABA/GRACE measure."""
+if set(LOSSES) != set(LOSS_NAMES):  # pragma: no cover - a loss added in one place only
+    raise ImportError(f"amnl.config.LOSSES {LOSS_NAMES} and the losses here {sorted(LOSSES)} differ")
+
+
+def create_loss(name: str, cap: float, shared: Iterable[nn.Parameter] | None = None) -> DualLoss:
+    """Build a loss by name (:data:`amnl.config.LOSSES`).
+
+    Args:
+        name: the loss.
+        cap: the RUL cap of the labels, ``config.data.rul_cap``.
+        shared: the backbone parameters GABA/GRACE measure.
+    """
     if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+        raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSS_NAMES)}")
     cls = LOSSES[name]
-    return cls(shared) if issubclass(cls, GABALoss) else cls()
+    return cls(cap, shared) if issubclass(cls, GABALoss) else cls(cap)

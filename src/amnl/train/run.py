@@ -1,4 +1,4 @@
-"""Train AMNL on one C-MAPSS subset and write a run directory (see :mod:`amnl.train.checkpoint`).
+"""Train AMNL on one C-MAPSS subset and write a run directory (see :mod:`amnl.rundir`).
 
 The test files are never opened here: validation engines come from the training file.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import shutil
 import time
 from dataclasses import replace
@@ -18,16 +17,26 @@ import torch
 
 from amnl.config import RunConfig
 from amnl.data.cmapss import load_subset, pool_engines
+from amnl.errors import ConfigError
 from amnl.evaluate.evaluate import score_windows
 from amnl.evaluate.metrics import rmse
 from amnl.features.dataset import WindowBatches, class_balanced_weights
 from amnl.features.pipeline import Preprocessor
-from amnl.model.inference import predict_windows
+from amnl.inference.runtime import pick_device, predict_windows
 from amnl.model.network import AMNL
-from amnl.train.checkpoint import CONFIG_FILE, SUMMARY_FILE, WEIGHTS_FILE, save_weights
-from amnl.train.distill import TARGETS_FILE, TeacherTargets, distilled_rul
+from amnl.profiling.machine import describe, machine_info
+from amnl.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    METRICS_LOG,
+    SUMMARY_FILE,
+    TARGETS_FILE,
+    WEIGHTS_FILE,
+    save_weights,
+)
+from amnl.train.distill import TeacherTargets, distilled_rul
 from amnl.train.losses import create_loss
-from amnl.train.trainer import CHECKPOINT_FILE, fit
+from amnl.train.trainer import ProgressCallback, fit
 
 logger = logging.getLogger(__name__)
 
@@ -38,33 +47,39 @@ def seed_everything(seed: int) -> None:
 
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
-              progress: bool = True, device: str = "cpu") -> dict:
+              callback: ProgressCallback | None = None) -> dict:
     """Fit preprocessing on training engines, train, and write the run directory.
 
     Args:
-        config: the run settings (written resolved to ``config.json``).
+        config: the run settings (written resolved to ``config.json``); ``train.device`` says
+            where it trains (``auto`` is resolved here, so the saved config names the device).
         data_dir: folder of the C-MAPSS files (only ``train_FDxxx.txt`` is read).
         out_dir: the run directory (created).
         resume: continue an interrupted run in ``out_dir`` (its ``config.json`` wins).
+        callback: progress of the training loop (:class:`amnl.train.trainer.Progress`).
 
     Returns:
         The final summary written to ``metrics.json``.
+
+    Raises:
+        ConfigError: nothing to resume. DataError: the data files are missing or malformed.
     """
     out = Path(out_dir)
     if resume:
         if not (out / CHECKPOINT_FILE).is_file():
-            raise FileNotFoundError(f"{out}: nothing to resume (no {CHECKPOINT_FILE})")
+            raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT_FILE}); drop --resume")
         config = RunConfig.load(out / CONFIG_FILE)
+    device = pick_device(config.train.device)
+    if device != config.train.device:
+        config = replace(config, train=replace(config.train, device=device))
     targets = None
     if config.train.distill > 0:  # read before anything is written; a resumed run reads its copy
         targets = TeacherTargets.load(out / TARGETS_FILE if resume else config.train.teacher_targets)
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("metrics.jsonl", SUMMARY_FILE, CHECKPOINT_FILE):
+        for stale in (METRICS_LOG, SUMMARY_FILE, CHECKPOINT_FILE):
             (out / stale).unlink(missing_ok=True)
     tc = config.train
-    if tc.threads > 0:
-        torch.set_num_threads(tc.threads)
     seed_everything(tc.seed)
 
     subset = load_subset(data_dir, config.data.subset, test=False)
@@ -93,16 +108,16 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     model = AMNL(config.model)
     shared = [*model.cnn.parameters(), *model.lstm.parameters(), *model.attention.parameters(),
               *model.funnel.parameters()]
-    loss_fn = create_loss(tc.loss, shared)
+    loss_fn = create_loss(tc.loss, config.data.rul_cap, shared)
     model.grad_checkpoint = tc.grad_checkpoint
 
     def validate(m):
         return score_windows(lambda x: predict_windows(m, x, device=device), val_w, prefix="val_")
 
     result = fit(model, loss_fn, batches, validate, tc, out, device=device, resume=resume,
-                 progress=progress, on_best=lambda m: save_weights(m, out / WEIGHTS_FILE),
+                 callback=callback, on_best=lambda m: save_weights(m, out / WEIGHTS_FILE),
                  score_key=f"val_{tc.select_metric}")
-    epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [json.loads(line) for line in (out / METRICS_LOG).read_text().splitlines()]
     best = next(e for e in epochs if e["epoch"] == result.best_epoch) if result.best_epoch else {}
     summary = {
         "subset": config.data.subset, "loss": tc.loss, "seed": tc.seed,
@@ -117,8 +132,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         "seconds": round(result.seconds, 1),
         "mean_epoch_seconds": round(float(np.mean([e["epoch_seconds"] for e in epochs])), 1)
         if epochs else None,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads,"
-                   f" torch {torch.__version__}",
+        "machine": f"{describe(machine_info(device))}, torch {torch.__version__}",
         "device": torch.cuda.get_device_name(device) if torch.device(device).type == "cuda" else "cpu",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

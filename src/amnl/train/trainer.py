@@ -20,14 +20,13 @@ import torch
 from torch import nn
 
 from amnl.config import TrainConfig
-from amnl.model.inference import autocast
+from amnl.model.precision import autocast
+from amnl.rundir import CHECKPOINT_FILE, METRICS_LOG
 from amnl.train.losses import DualLoss
 
 logger = logging.getLogger(__name__)
 
-#: Resumable state of an unfinished run (deleted when training completes).
-CHECKPOINT_FILE = "checkpoint.pt"
-METRICS_LOG = "metrics.jsonl"
+__all__ = ["CHECKPOINT_FILE", "EMA", "FitResult", "Progress", "ProgressCallback", "fit"]
 
 
 class EMA:
@@ -63,6 +62,33 @@ class FitResult:
 Validate = Callable[[nn.Module], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class Progress:
+    """What :func:`fit` reports to its ``callback`` (the library prints nothing itself).
+
+    Attributes:
+        event: ``epoch_start``, ``step`` (after each optimiser step) or ``epoch_end``.
+        epoch: the epoch, 0-based.
+        epochs: the most epochs the run may take (``cfg.epochs``).
+        step: optimiser steps done in this epoch.
+        steps: optimiser steps per epoch.
+        loss: running mean training loss of this epoch (``step`` and ``epoch_end``).
+        record: at ``epoch_end``, the line written to ``metrics.jsonl`` (validation metrics,
+            LR, seconds, ``best``).
+    """
+
+    event: str
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float | None = None
+    record: dict | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
 def _lr_factor(step: int, warmup_steps: int) -> float:
     if warmup_steps <= 0 or step >= warmup_steps:
         return 1.0
@@ -71,7 +97,7 @@ def _lr_factor(step: int, warmup_steps: int) -> float:
 
 def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Validate,
         cfg: TrainConfig, run_dir: str | Path, *, on_best: Callable[[nn.Module], None],
-        device: str = "cpu", resume: bool = False, progress: bool = True,
+        device: str = "cpu", resume: bool = False, callback: ProgressCallback | None = None,
         score_key: str = "val_rmse") -> FitResult:
     """Train until ``cfg.epochs`` or early stopping; call ``on_best(ema_model)`` on improvement.
 
@@ -84,6 +110,9 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
         run_dir: where ``metrics.jsonl`` and the resumable ``checkpoint.pt`` go.
         on_best: persists the best model (the caller decides the format).
         resume: continue from ``checkpoint.pt`` in ``run_dir``.
+        callback: called with a :class:`Progress` at each epoch's start and end and after
+            every step (reading the running loss then costs a device sync per step; without a
+            callback the loss stays on the device until the epoch ends).
     """
     run_dir = Path(run_dir)
     model.to(device)
@@ -123,69 +152,72 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
                     "torch_rng": torch.get_rng_state()}, tmp)
         tmp.replace(ckpt)
 
-    bar = _Progress(cfg.epochs, steps_per_epoch, enabled=progress)
+    def report(event: str, epoch: int, step: int, loss: float | None = None,
+               record: dict | None = None) -> None:
+        if callback is not None:
+            callback(Progress(event, epoch, cfg.epochs, step, steps_per_epoch, loss, record))
+
     t_start = time.perf_counter()
     interrupted = stopped = False
     try:
-        with bar:
-            while state["epoch"] < cfg.epochs:
-                epoch = state["epoch"]
-                t0 = time.perf_counter()
-                model.train()
-                loss_fn.train()
-                sums = torch.zeros(3, device=device)
-                n = 0
-                bar.start_epoch(epoch)
-                for x, rul, health in batches:
-                    x, rul, health = x.to(device), rul.to(device), health.to(device)
-                    if cfg.noise_std > 0:
-                        x = x + cfg.noise_std * torch.randn_like(x)
-                    if state["step"] <= warmup_steps:  # afterwards the plateau rule owns the LR
-                        for g in opt.param_groups:
-                            g["lr"] = cfg.lr * _lr_factor(state["step"], warmup_steps)
-                    with autocast(cfg.precision, device):
-                        out = model(x)
-                    total, l_rul, l_health = loss_fn(out.rul, out.health, rul, health)
-                    opt.zero_grad(set_to_none=True)
-                    scaler.scale(total).backward()
-                    if cfg.grad_clip > 0:
-                        scaler.unscale_(opt)
-                        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    scaler.step(opt)
-                    scaler.update()
-                    ema.update(model)
-                    state["step"] += 1
-                    # summed on the device: reading a loss every step would stall a GPU
-                    sums += torch.stack([total.detach(), l_rul.detach(), l_health.detach()]).float()
-                    n += 1
-                    if bar.enabled:
-                        bar.advance(f"loss {sums[0].item() / n:.3g}")
-                train_s = time.perf_counter() - t0
-                metrics = validate(ema.model)
-                score = metrics[score_key]
-                if state["step"] >= warmup_steps:
-                    plateau.step(score)
-                improved = score < state["best"]
-                if improved:
-                    state.update(best=score, best_epoch=epoch, bad_epochs=0)
-                    on_best(ema.model)
-                else:
-                    state["bad_epochs"] += 1
-                sums = sums.cpu()
-                record = {"epoch": epoch + 1, "loss": float(sums[0] / n), "loss_rul": float(sums[1] / n),
-                          "loss_health": float(sums[2] / n), **metrics,
-                          "lr": opt.param_groups[0]["lr"], "task_weights": list(loss_fn.task_weights()),
-                          "train_seconds": round(train_s, 2),
-                          "epoch_seconds": round(time.perf_counter() - t0, 2), "best": improved}
-                with open(run_dir / METRICS_LOG, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.end_epoch(record, score_key)
-                logger.info("epoch %d: %s", epoch + 1, record)
-                state["epoch"] = epoch + 1
-                save_checkpoint()
-                if state["bad_epochs"] >= cfg.early_stop_patience:
-                    stopped = True
-                    break
+        while state["epoch"] < cfg.epochs:
+            epoch = state["epoch"]
+            t0 = time.perf_counter()
+            model.train()
+            loss_fn.train()
+            sums = torch.zeros(3, device=device)
+            n = 0
+            report("epoch_start", epoch, 0)
+            for x, rul, health in batches:
+                x, rul, health = x.to(device), rul.to(device), health.to(device)
+                if cfg.noise_std > 0:
+                    x = x + cfg.noise_std * torch.randn_like(x)
+                if state["step"] <= warmup_steps:  # afterwards the plateau rule owns the LR
+                    for g in opt.param_groups:
+                        g["lr"] = cfg.lr * _lr_factor(state["step"], warmup_steps)
+                with autocast(cfg.precision, device):
+                    out = model(x)
+                total, l_rul, l_health = loss_fn(out.rul, out.health, rul, health)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(total).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                ema.update(model)
+                state["step"] += 1
+                # summed on the device: reading a loss every step would stall a GPU
+                sums += torch.stack([total.detach(), l_rul.detach(), l_health.detach()]).float()
+                n += 1
+                if callback is not None:
+                    report("step", epoch, n, sums[0].item() / n)
+            train_s = time.perf_counter() - t0
+            metrics = validate(ema.model)
+            score = metrics[score_key]
+            if state["step"] >= warmup_steps:
+                plateau.step(score)
+            improved = score < state["best"]
+            if improved:
+                state.update(best=score, best_epoch=epoch, bad_epochs=0)
+                on_best(ema.model)
+            else:
+                state["bad_epochs"] += 1
+            sums = sums.cpu()
+            record = {"epoch": epoch + 1, "loss": float(sums[0] / n), "loss_rul": float(sums[1] / n),
+                      "loss_health": float(sums[2] / n), **metrics,
+                      "lr": opt.param_groups[0]["lr"], "task_weights": list(loss_fn.task_weights()),
+                      "train_seconds": round(train_s, 2),
+                      "epoch_seconds": round(time.perf_counter() - t0, 2), "best": improved}
+            with open(run_dir / METRICS_LOG, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            report("epoch_end", epoch, n, record["loss"], record)
+            logger.info("epoch %d: %s", epoch + 1, record)
+            state["epoch"] = epoch + 1
+            save_checkpoint()
+            if state["bad_epochs"] >= cfg.early_stop_patience:
+                stopped = True
+                break
     except KeyboardInterrupt:
         interrupted = True
         save_checkpoint()
@@ -194,49 +226,3 @@ def fit(model: nn.Module, loss_fn: DualLoss, batches: Iterable, validate: Valida
         ckpt.unlink(missing_ok=True)
     return FitResult(state["best_epoch"] + 1, state["best"], state["epoch"], stopped, interrupted,
                      time.perf_counter() - t_start)
-
-
-class _Progress:
-    """A rich progress bar with epoch, running loss, validation score and ETA."""
-
-    def __init__(self, epochs: int, steps: int, enabled: bool) -> None:
-        self.enabled = enabled
-        self.epochs, self.steps = epochs, steps
-        self.last = ""
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                              MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                              TimeRemainingColumn(), transient=False)
-
-    def __enter__(self):
-        if self.enabled:
-            self.p.__enter__()
-            self.task = self.p.add_task("train", total=self.epochs * self.steps, info="")
-        return self
-
-    def __exit__(self, *exc):
-        if self.enabled:
-            self.p.__exit__(*exc)
-
-    def start_epoch(self, epoch: int) -> None:
-        if self.enabled:
-            self.p.update(self.task, description=f"epoch {epoch + 1}/{self.epochs}",
-                          completed=epoch * self.steps)
-
-    def advance(self, info: str) -> None:
-        if self.enabled:
-            self.p.update(self.task, advance=1, info=f"{info} {self.last}")
-
-    def end_epoch(self, record: dict, key: str) -> None:
-        self.last = f"| {key} {record[key]:.2f}"
-        if self.enabled:
-            self.p.console.log(f"epoch {record['epoch']}: loss {record['loss']:.3g} "
-                               f"{key} {record[key]:.2f} lr {record['lr']:.2g} "
-                               f"({record['epoch_seconds']:.0f}s){' *' if record['best'] else ''}")

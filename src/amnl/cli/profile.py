@@ -1,7 +1,8 @@
 """``amnl profile`` and ``amnl plan``: measured memory and speed, and the batch size that fits.
 
-Registered on the main app by :func:`register`. The measuring is in
-:mod:`amnl.deploy.profiling`, the planning in :mod:`amnl.deploy.planner`.
+Registered on the main app by :func:`register`. The measuring is in :mod:`amnl.profiling`
+(:mod:`~amnl.profiling.report`, :mod:`~amnl.profiling.memory`, :mod:`~amnl.profiling.rss`), the
+planning in :mod:`amnl.inference.planner`.
 """
 
 from __future__ import annotations
@@ -12,70 +13,50 @@ from typing import Annotated, Any
 
 import typer
 
-from amnl._cli_common import RunDir
-from amnl._cli_common import csv_list as _csv
-from amnl._cli_common import fail as _fail
-from amnl._cli_common import run as _run
+from amnl.cli.options import (
+    Device,
+    RandomInit,
+    RunDir,
+    Size,
+    Threads,
+    Weights,
+    csv_list,
+    fail,
+    model_source,
+    run,
+)
+from amnl.config import MB
 
 #: Batch sizes ``amnl plan`` measures when it is given no ``--profile`` file.
 PLAN_BATCHES = "1,8,32,64,128,256"
 PLAN_REPEATS = 3
 #: (autocast precision, gradient checkpointing) of the training-step table (``--train``).
 TRAIN_VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
-MB = 1e6
 #: Table width when the output is a file or a pipe.
 OUTPUT_WIDTH = 160
-
-Weights = Annotated[str | None, typer.Option("--weights", help="Bundled model name (FD001..FD004).")]
-RandomInit = Annotated[bool, typer.Option(
-    "--random-init", help="Profile a randomly initialised model of --size (memory and speed do "
-                          "not depend on the weights' values). Default when no model is given "
-                          "and none is bundled.")]
-Size = Annotated[str, typer.Option(help="Model size for --random-init: base or tiny.")]
-Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
-Threads = Annotated[int, typer.Option(help="CPU threads for torch (0 = torch default).")]
+#: The quick default of ``amnl profile`` (one precision, one window, three batch sizes: the
+#: least that fits a memory line with a check) and the full table of ``--full``.
+QUICK = {"precision": "fp32", "batch_sizes": "1,8,32", "window": "30"}
+FULL = {"batch_sizes": "1,8,32,64,128,256,512", "window": "30,50"}
 
 
-def _load_model(run: Path | None, weights: str | None, random_init: bool, size: str
+def _load_model(run_dir: Path | None, weights: str | None, random_init: bool, size: str
                 ) -> tuple[Any, dict, dict, list[str]]:
     """(FP32 model, description, RSS child source, notes) from the model options."""
-    from amnl.deploy.predictor import resolve_model_dir
-    from amnl.errors import ModelError
-    from amnl.model.factory import create_model
-    from amnl.train.checkpoint import load_run
-
-    if sum([run is not None, weights is not None, random_init]) > 1:
-        raise _fail("give at most one of --run, --weights and --random-init")
-    notes: list[str] = []
-    if run is None and weights is None and not random_init:
-        try:
-            resolve_model_dir(None, "FD001")
-            weights = "FD001"
-        except ModelError:
-            random_init = True
-            notes.append("no bundled model in this installation: profiling a randomly "
-                         f"initialised {size} model (memory and speed do not depend on the "
-                         "weights' values)")
-    if random_init:
-        import torch
-
-        torch.manual_seed(0)
-        model = _run(create_model, size)
-        return model, {"source": "random-init", "size": size}, {"size": size}, notes
-    directory = _run(resolve_model_dir, run, weights)
-    _cfg, _pre, model = _run(load_run, directory)
-    source = f"run {directory}" if run is not None else f"bundled {weights}"
-    return model, {"source": source, "path": str(directory)}, {"run": str(directory)}, notes
+    source = model_source(run_dir, weights, random_init, size=size)
+    notes = [f"no bundled model in this installation: profiling a randomly initialised {size} "
+             "model (memory and speed do not depend on the weights' values)"] \
+        if source.random and not random_init else []
+    info = ({"source": "random-init", "size": source.size} if source.random else
+            {"source": source.label, "path": str(source.directory)})
+    return source.load_model(), info, source.rss_source(), notes
 
 
 def _device(device: str, threads: int) -> str:
-    import torch
+    from amnl.inference.runtime import pick_device, set_threads
 
-    from amnl.deploy.engines import pick_device
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    return _run(pick_device, device)
+    set_threads(threads)
+    return run(pick_device, device)
 
 
 def _mb(v: float | None, digits: int = 1) -> str:
@@ -116,7 +97,7 @@ def _print_report(report, console) -> None:
     console.print(f)
 
     if report.rows:
-        from amnl.deploy.profiling import layer_type_totals
+        from amnl.profiling.report import layer_type_totals
 
         first = report.rows[0]
         same = [r for r in report.rows if (r.precision, r.window) == (first.precision, first.window)]
@@ -124,7 +105,7 @@ def _print_report(report, console) -> None:
         lt = Table(title=f"by layer type ({row.precision}, window {row.window}, batch {row.batch})")
         for c in ("layer type", "weights MB", "activations MB", "output MB", "allocator peak MB"):
             lt.add_column(c, justify="left" if c == "layer type" else "right")
-        from amnl.deploy.profiling import LAYER_TYPES
+        from amnl.profiling.report import LAYER_TYPES
 
         for kind, tot in layer_type_totals(row.memory.layers).items():
             peaks = [row.memory.layers[n].allocator_peak for n in LAYER_TYPES[kind]
@@ -136,16 +117,24 @@ def _print_report(report, console) -> None:
 
 
 def profile(
-    run: RunDir = None,
+    run_dir: RunDir = None,
     weights: Weights = None,
     random_init: RandomInit = False,
     size: Size = "base",
     device: Device = "cpu",
+    full: Annotated[bool, typer.Option(
+        "--full", help="The full table: every precision (fp32,bf16,int8 on CPU; fp32,fp16,bf16 "
+                       f"on CUDA), windows {FULL['window']}, batches {FULL['batch_sizes']} "
+                       "(many minutes on 2 cores).")] = False,
     precision: Annotated[str | None, typer.Option(
-        help="Comma-separated precisions: fp32, bf16, fp16, int8 (default: fp32,bf16,int8 on "
-             "CPU; fp32,fp16,bf16 on CUDA).")] = None,
-    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32,64,128,256,512",
-    window: Annotated[str, typer.Option(help="Comma-separated window lengths.")] = "30,50",
+        help="Comma-separated precisions: fp32, bf16, fp16, int8 (default: fp32; all with "
+             "--full).")] = None,
+    batch_sizes: Annotated[str | None, typer.Option(
+        help=f"Comma-separated batch sizes (default: {QUICK['batch_sizes']}; "
+             f"{FULL['batch_sizes']} with --full).")] = None,
+    window: Annotated[str | None, typer.Option(
+        help=f"Comma-separated window lengths (default: {QUICK['window']}; {FULL['window']} "
+             "with --full).")] = None,
     repeats: Annotated[int, typer.Option(help="Timed passes per row (0 = memory only).")] = 5,
     warmup: Annotated[int, typer.Option(help="Untimed passes before timing.")] = 2,
     rss: Annotated[bool, typer.Option(help="Peak RSS of a fresh process per row (a few seconds each).")] = True,
@@ -160,40 +149,46 @@ def profile(
 
     Peak tensor memory with its composition (weights / activations / workspace) and by layer,
     latency p50/p95 and throughput after warm-up, peak RSS of a fresh process, and the fit
-    memory = base + per_sample x batch per precision and window.
+    memory = base + per_sample x batch per precision and window (MB = 10^6 bytes). The default
+    is a quick profile (fp32, window 30, batches 1,8,32; well under a minute on 2 cores), one
+    progress line per measurement on stderr; --full gives the whole table.
     """
 
-    from amnl.deploy.profiling import (
-        DEFAULT_PRECISIONS,
-        measure_training_step,
-        profile_inference,
-    )
+    from amnl.profiling.report import DEFAULT_PRECISIONS, profile_inference
+    from amnl.profiling.train_step import measure_training_step
 
     dev = _device(device, threads)
     kind = "cuda" if dev.startswith("cuda") else "cpu"
-    precisions = _csv(precision, "--precision") if precision else list(DEFAULT_PRECISIONS[kind])
-    batches = _csv(batch_sizes, "--batch-sizes", int)
-    windows = _csv(window, "--window", int)
+    if precision:
+        precisions = csv_list(precision, "--precision")
+    else:
+        precisions = list(DEFAULT_PRECISIONS[kind]) if full else [QUICK["precision"]]
+    preset = FULL if full else QUICK
+    batches = csv_list(batch_sizes or preset["batch_sizes"], "--batch-sizes", int)
+    windows = csv_list(window or preset["window"], "--window", int)
     if repeats < 0 or warmup < 0:
-        raise _fail("--repeats and --warmup must be >= 0")
-    model, info, source, notes = _load_model(run, weights, random_init, size)
+        raise fail("--repeats and --warmup must be >= 0")
+    model, info, source, notes = _load_model(run_dir, weights, random_init, size)
     console = _out_console()
-    err = _err_console()
     for n in notes:
-        err.print(f"note: {n}")
-    with err.status("profiling") as status:
-        report = _run(profile_inference, model, precisions=precisions, windows=windows,
-                      batch_sizes=batches, device=dev, warmup=warmup, repeats=repeats,
-                      rss_source=source if rss else None, model_info=info,
-                      progress=lambda line: status.update(f"profiling {line}"))
-        report.notes.extend(notes)
-        train_rows = []
-        if train:
-            for prec, ckpt in TRAIN_VARIANTS:
-                status.update(f"training step {prec} checkpointing={ckpt}")
-                train_rows.append(_run(measure_training_step, model, batch=train_batch,
-                                       window=windows[0], precision=prec,
-                                       grad_checkpoint=ckpt, device=dev))
+        typer.echo(f"note: {n}", err=True)
+    total = len(precisions) * len(windows) * len(batches)
+    count = iter(range(1, total + 1))
+
+    def progress(line: str) -> None:
+        typer.echo(f"[{next(count)}/{total}] measuring {line}{' (+ RSS)' if rss else ''}", err=True)
+
+    report = run(profile_inference, model, precisions=precisions, windows=windows,
+                 batch_sizes=batches, device=dev, warmup=warmup, repeats=repeats,
+                 rss_source=source if rss else None, model_info=info, progress=progress)
+    report.notes.extend(notes)
+    train_rows = []
+    if train:
+        for prec, ckpt in TRAIN_VARIANTS:
+            typer.echo(f"measuring one training step, {prec}, checkpointing {ckpt}", err=True)
+            train_rows.append(run(measure_training_step, model, batch=train_batch,
+                                  window=windows[0], precision=prec, grad_checkpoint=ckpt,
+                                  device=dev))
     console.print(f"model: {info['source']}")
     _print_report(report, console)
     if train_rows:
@@ -209,12 +204,9 @@ def profile(
         json_out.write_text(json.dumps(data, indent=2) + "\n")
         console.print(f"wrote {json_out}")
     if plot is not None:
-        from amnl.deploy.profiling import plot_profile
+        from amnl.profiling.report import plot_profile
 
-        try:
-            plot_profile(report, plot)
-        except ImportError as exc:
-            raise _fail(str(exc)) from None
+        run(plot_profile, report, plot)
         console.print(f"wrote {plot}")
 
 
@@ -247,7 +239,7 @@ def plan(
     power_of_two: Annotated[bool, typer.Option(help="Only powers of two (the study's rule).")] = True,
     profile_json: Annotated[Path | None, typer.Option(
         "--profile", help="Use the fits of an `amnl profile --json` file instead of measuring now.")] = None,
-    run: RunDir = None,
+    run_dir: RunDir = None,
     weights: Weights = None,
     random_init: RandomInit = False,
     size: Size = "base",
@@ -259,7 +251,7 @@ def plan(
     The memory line is measured (now, or read from `amnl profile --json`), not the study's
     constants.
     """
-    from amnl.deploy.planner import (
+    from amnl.inference.planner import (
         STUDY_BASE_MB,
         STUDY_PER_SAMPLE_MB,
         STUDY_TARGETS_MB,
@@ -267,30 +259,30 @@ def plan(
         MemoryFit,
         plan_batch,
     )
-    from amnl.deploy.profiling import load_fits, profile_inference
+    from amnl.profiling.report import load_fits, profile_inference
 
     if (memory_mb is None) == (not targets):
-        raise _fail("give either --memory-mb N or --targets")
+        raise fail("give either --memory-mb N or --targets")
     if memory_mb is not None and memory_mb <= 0:
-        raise _fail(f"--memory-mb must be > 0, got {memory_mb}")
+        raise fail(f"--memory-mb must be > 0, got {memory_mb}")
     dev = _device(device, threads)
     if profile_json is not None:
         if not profile_json.is_file():
-            raise _fail(f"{profile_json}: no such file")
-        fits = _run(load_fits, profile_json)
+            raise fail(f"{profile_json}: no such file")
+        fits = run(load_fits, profile_json)
         fit = next((f for f in fits if (f.precision, f.window) == (precision, window)), None)
         if fit is None:
-            raise _fail(f"{profile_json} has no fit for {precision} window {window}; have "
+            raise fail(f"{profile_json} has no fit for {precision} window {window}; have "
                         f"{sorted({(f.precision, f.window) for f in fits})}")
         origin = f"fit from {profile_json}"
     else:
-        model, _info, _source, notes = _load_model(run, weights, random_init, size)
+        model, _info, _source, notes = _load_model(run_dir, weights, random_init, size)
         err = _err_console()
         for n in notes:
             err.print(f"note: {n}")
         with err.status(f"measuring {precision} window {window}"):
-            report = _run(profile_inference, model, precisions=[precision], windows=[window],
-                          batch_sizes=_csv(PLAN_BATCHES, "batches", int), device=dev,
+            report = run(profile_inference, model, precisions=[precision], windows=[window],
+                          batch_sizes=csv_list(PLAN_BATCHES, "batches", int), device=dev,
                           repeats=PLAN_REPEATS)
         fit = report.fits[0]
         origin = f"measured now on {dev} (batches {PLAN_BATCHES})"
@@ -308,7 +300,7 @@ def plan(
     if memory_mb is not None:
         p = one(memory_mb * MB, max_batch)
         if isinstance(p, str):
-            raise _fail(p)
+            raise fail(p)
         largest = one(memory_mb * MB, UNCAPPED_MAX_BATCH)
         if as_json:
             typer.echo(json.dumps({"fit": mem.to_dict(), "plan": p.to_dict(),

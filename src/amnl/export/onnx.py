@@ -18,10 +18,11 @@ so that dynamic INT8 quantisation reaches every weight matrix (:class:`_ExportNe
   funnel and both heads INT8 too.
 
 Outputs: ``rul`` (N,) in cycles, clamped at 0 as in eval mode, and ``health`` (N, 3) softmax
-probabilities, the same contract as :class:`amnl.deploy.engines.TorchEngine`.
+probabilities, the same contract as :class:`amnl.inference.runtime.TorchRuntime`.
 
-``onnx``, ``onnxruntime`` and ``torch`` are imported inside the functions that need them: the
-inference side (:class:`OnnxEngine` on an existing file) runs without torch.
+``onnx``, ``onnxruntime`` and ``torch`` are imported inside the functions that need them. The
+inference side, :class:`amnl.inference.onnx_runtime.OnnxRuntime`, runs an exported file without
+torch. INT8 quantisation is :mod:`amnl.export.quantize`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from amnl.errors import ModelError
+from amnl.export.quantize import QUANTIZED_OP_TYPES, quantize_onnx
+from amnl.extras import require as _require_extra
+from amnl.rundir import ONNX_FILES, PREPROCESS_FILES, model_id
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -45,61 +51,36 @@ if TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: What to install when onnx / onnxruntime are missing.
-EXTRA_HINT = "pip install 'amnl[export]'"
-ONNX_PRECISIONS = ("fp32", "int8")
-#: File names inside a model directory (run directory or export folder).
-ONNX_FILE = "model.onnx"
-ONNX_INT8_FILE = "model_int8.onnx"
-FILE_FOR_PRECISION = {"fp32": ONNX_FILE, "int8": ONNX_INT8_FILE}
+#: ONNX file of each precision inside a model folder (run directory or export).
+FILE_FOR_PRECISION = ONNX_FILES
 INPUT_NAME = "x"
 OUTPUT_NAMES = ("rul", "health")
 #: ONNX opset of the export (ONNX Runtime >= 1.17 runs it).
 OPSET = 18
 #: Batch of the example input used for tracing; the batch axis is dynamic.
 TRACE_BATCH = 4
-#: Keys of ``metadata_props``: ``amnl.fingerprint`` ties a file to the weights it came from.
+#: Keys of ``metadata_props``: ``amnl.fingerprint`` ties a file to the weights it came from,
+#: ``amnl.model_id`` names the run directory it was exported from (:func:`amnl.rundir.model_id`).
 META_FINGERPRINT = "amnl.fingerprint"
+META_MODEL_ID = "amnl.model_id"
 META_WINDOW = "amnl.window"
 META_PRECISION = "amnl.precision"
 META_FORMAT = "amnl.format"
 #: Bumped whenever the exported graph changes, so cached files of an older layout are rebuilt.
 FORMAT_VERSION = "1"
-#: Windows per ``session.run``; larger inputs are split. Measured on 2 cores (window 30):
-#: throughput is flat from 8 to 96 windows a run and about 15 % lower at 256-512, because
-#: ONNX Runtime's LSTM keeps the input projection of every time step (T x B x 4H floats per
-#: direction) and large batches spill out of the caches; peak RSS of an INT8 process is about
-#: 100 MB with runs of 64 against 230 MB with runs of 256. (On a Zen 5 host the sweep put 16-32
-#: at most 10 % ahead of 64, within that machine's run-to-run noise.)
-DEFAULT_CHUNK = 64
-#: Op types ONNX Runtime's dynamic quantiser rewrites. Gemm is not among them (see the module
-#: docstring), and Conv would become the slow ``ConvInteger``; the export has neither.
-QUANTIZE_OP_TYPES = ("MatMul", "LSTM")
-#: Op types of a dynamically quantised graph that carry INT8 weights.
-QUANTIZED_OP_TYPES = ("MatMulInteger", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
-                      "ConvInteger")
-#: Files of a run directory that carry the preprocessing; copied beside an exported model.
-PREPROCESS_FILES = ("config.json", "preprocess.npz", "preprocess.json")
-#: Where models exported on the fly are cached (never inside the installed package).
-CACHE_SUBDIR = ("amnl", "onnx")
 
 
 # -- optional dependencies --------------------------------------------------------------------
 
-def _require(module: str):
+def require(module: str):
     """Import an optional dependency of the ``export`` extra, with an error that says how."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ImportError(f"{module} is needed for ONNX export and inference: {EXTRA_HINT}") from exc
+    return _require_extra(module, "ONNX export and inference")
 
 
 def check_available() -> None:
     """Raise ImportError, naming the extra to install, unless onnx and onnxruntime import."""
-    _require("onnx")
-    _require("onnxruntime")
+    require("onnx")
+    require("onnxruntime")
 
 
 # -- the export graph -------------------------------------------------------------------------
@@ -246,8 +227,8 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
         >>> export_onnx(create_model("tiny"), "m.onnx", 30, metadata={"features": names})  # doctest: +SKIP
         PosixPath('m.onnx')
     """
-    onnx = _require("onnx")
-    _require("onnxruntime")
+    onnx = require("onnx")
+    require("onnxruntime")
     import torch
 
     path = Path(path)
@@ -258,7 +239,7 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
     net = _export_net(model)
     example = torch.zeros(TRACE_BATCH, window, model.config.in_features)
     with tempfile.TemporaryDirectory(prefix="amnl-onnx-") as tmp:
-        fp32 = Path(tmp) / ONNX_FILE
+        fp32 = Path(tmp) / ONNX_FILES["fp32"]
         _torch_export(net, example, fp32)
         proto = onnx.load(str(fp32))
         _set_metadata(proto, props)
@@ -266,7 +247,7 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
             onnx.save(proto, str(path))
             return path
         onnx.save(proto, str(fp32))
-        _quantize(fp32, path)
+        quantize_onnx(fp32, path)
     proto = onnx.load(str(path))
     _set_metadata(proto, props)
     onnx.save(proto, str(path))
@@ -305,20 +286,6 @@ def _set_metadata(proto: Any, props: dict[str, str]) -> None:
         entry.key, entry.value = key, value
 
 
-def _quantize(src: Path, dst: Path) -> None:
-    """Dynamic INT8 quantisation (signed per-tensor weights, activations quantised per run)."""
-    _require("onnxruntime")
-    import onnxruntime.quantization as oq
-
-    root = logging.getLogger()
-    was_disabled, root.disabled = root.disabled, True  # it logs a pre-processing hint on root
-    try:
-        oq.quantize_dynamic(str(src), str(dst), weight_type=oq.QuantType.QInt8,
-                            op_types_to_quantize=list(QUANTIZE_OP_TYPES))
-    finally:
-        root.disabled = was_disabled
-
-
 def quantized_node_counts(path: str | os.PathLike) -> dict[str, int]:
     """Count the nodes of an ONNX file by op type, for the quantised ops and the float ones.
 
@@ -326,7 +293,7 @@ def quantized_node_counts(path: str | os.PathLike) -> dict[str, int]:
         ``{"quantized": n, "float_matmul": n, "float_lstm": n, "float_gemm": n, **by_op}``
         where ``by_op`` counts each op of :data:`QUANTIZED_OP_TYPES` present.
     """
-    onnx = _require("onnx")
+    onnx = require("onnx")
     ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
     by_op = {op: ops[op] for op in QUANTIZED_OP_TYPES if ops[op]}
     return {"quantized": sum(by_op.values()), "float_matmul": ops["MatMul"],
@@ -335,7 +302,7 @@ def quantized_node_counts(path: str | os.PathLike) -> dict[str, int]:
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file (without loading its weights into a session)."""
-    onnx = _require("onnx")
+    onnx = require("onnx")
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
@@ -343,13 +310,15 @@ def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bo
     """Export a run directory or bundled model folder to ``out`` and copy its preprocessing.
 
     ``config.json``, ``preprocess.npz`` and ``preprocess.json`` are copied beside ``out``
-    (and the config and feature names are embedded in the file's metadata), so the folder of
-    ``out`` is enough for :func:`load_exported`.
+    (and the config, the feature names and the source's :func:`amnl.rundir.model_id` are
+    embedded in the file's metadata), so the folder of ``out`` is enough for
+    :func:`amnl.inference.onnx_runtime.load_exported` and ``Predictor.load``.
 
     Raises:
-        FileExistsError: the folder of ``out`` already holds different preprocessing files.
+        ModelError: the folder of ``out`` already holds different preprocessing files, or
+            ``model_dir`` is not a complete run directory.
     """
-    from amnl.train.checkpoint import load_run
+    from amnl.rundir import load_run
 
     src, out = Path(model_dir), Path(out)
     cfg, pre, model = load_run(src)
@@ -359,111 +328,21 @@ def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bo
         target = dst / name
         if target.exists() and not target.samefile(src / name) \
                 and target.read_bytes() != (src / name).read_bytes():
-            raise FileExistsError(f"{target} exists and belongs to another model; export into an "
-                                  f"empty folder or into the run directory {src}")
+            raise ModelError(f"{target} exists and belongs to another model; export into an "
+                             f"empty folder or into the run directory {src}")
     export_onnx(model, out, cfg.data.window, int8=int8,
-                metadata={"amnl.config": cfg.to_dict(), "amnl.features": pre.feature_names})
+                metadata={"amnl.config": cfg.to_dict(), "amnl.features": pre.feature_names,
+                          META_MODEL_ID: model_id(src)})
     for name in PREPROCESS_FILES:
         if not (dst / name).exists():
             shutil.copyfile(src / name, dst / name)
     return out
 
 
-# -- inference --------------------------------------------------------------------------------
-
-def session_options(threads: int = 0):
-    """ONNX Runtime session options for CPU inference.
-
-    Args:
-        threads: intra-op threads (0 = ONNX Runtime's default, one per physical core).
-    """
-    ort = _require("onnxruntime")
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one chain of ops: no inter-op pool
-    so.inter_op_num_threads = 1
-    if threads > 0:
-        so.intra_op_num_threads = threads
-    so.log_severity_level = 3  # errors only
-    return so
-
-
-class OnnxEngine:
-    """ONNX Runtime inference on CPU: scaled windows (N, W, F) -> (RUL (N,), probs (N, 3)).
-
-    Args:
-        path: an ``.onnx`` file written by :func:`export_onnx`.
-        threads: intra-op threads (0 = ONNX Runtime's default).
-        chunk: windows per ``session.run``; larger inputs are split.
-
-    Example:
-        >>> engine = OnnxEngine("runs/fd001/model_int8.onnx", threads=2)  # doctest: +SKIP
-        >>> rul, probs = engine(np.zeros((256, 30, 14), np.float32))
-        >>> rul.shape, probs.shape
-        ((256,), (256, 3))
-    """
-
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, chunk: int = DEFAULT_CHUNK) -> None:
-        ort = _require("onnxruntime")
-        if chunk < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk}")
-        self.path, self.chunk = Path(path), chunk
-        self.session = ort.InferenceSession(str(self.path), session_options(threads),
-                                            providers=["CPUExecutionProvider"])
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.metadata.get(META_PRECISION, "fp32")
-
-    @classmethod
-    def from_model(cls, model: AMNL, directory: str | os.PathLike | None, window: int, *,
-                   precision: str = "fp32", threads: int = 0,
-                   cache_dir: str | os.PathLike | None = None) -> OnnxEngine:
-        """The engine for ``model``: reuse its exported file, else export it into a cache.
-
-        ``directory/model.onnx`` (``model_int8.onnx`` for INT8) is used when its fingerprint
-        matches ``model`` and ``window``; otherwise the model is exported into ``cache_dir``
-        (default :func:`default_cache_dir`), named by the fingerprint, and reused from there
-        next time. Nothing is written into ``directory``.
-
-        Args:
-            model: the FP32 network.
-            directory: the model's run directory or bundled folder (or None).
-            window: window length.
-            precision: ``fp32`` or ``int8``.
-            threads: intra-op threads (0 = ONNX Runtime's default).
-            cache_dir: where on-the-fly exports go.
-        """
-        if precision not in ONNX_PRECISIONS:
-            raise ValueError(f"the onnx engine runs {' or '.join(ONNX_PRECISIONS)}, got {precision!r}"
-                             " (bf16/fp16 are torch-engine precisions)")
-        fingerprint = model_fingerprint(model, window)
-        name = FILE_FOR_PRECISION[precision]
-        if directory is not None and _matches(Path(directory) / name, fingerprint):
-            return cls(Path(directory) / name, threads=threads)
-        cached = Path(cache_dir or default_cache_dir()) / f"{fingerprint[:16]}-w{window}-{name}"
-        if not _matches(cached, fingerprint):
-            logger.info("exporting %s model to %s", precision, cached)
-            tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-            export_onnx(model, tmp, window, int8=precision == "int8")
-            os.replace(tmp, cached)  # atomic: a concurrent reader never sees half a file
-        return cls(cached, threads=threads)
-
-    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """RUL (N,) and health probabilities (N, 3), float32, for windows ``x`` (N, W, F)."""
-        x = np.asarray(x, dtype=np.float32)
-        if x.ndim != 3:
-            raise ValueError(f"expected windows of shape (N, window, features), got {x.shape}")
-        if len(x) == 0:
-            return np.zeros(0, np.float32), np.zeros((0, 3), np.float32)
-        ruls, probs = [], []
-        for b in range(0, len(x), self.chunk):
-            rul, prob = self.session.run(None, {INPUT_NAME: np.ascontiguousarray(x[b: b + self.chunk])})
-            ruls.append(rul)
-            probs.append(prob)
-        return np.concatenate(ruls), np.concatenate(probs)
 
 
 def parity(reference: Any, candidate: Any, x: np.ndarray) -> dict[str, float]:
-    """Largest absolute differences between two engines on windows ``x`` (N, W, F).
+    """Largest absolute differences between two runtimes on windows ``x`` (N, W, F).
 
     Returns:
         ``{"rul": cycles, "probabilities": max |dP|}``.
@@ -471,60 +350,3 @@ def parity(reference: Any, candidate: Any, x: np.ndarray) -> dict[str, float]:
     r0, p0 = reference(x)
     r1, p1 = candidate(x)
     return {"rul": float(np.abs(r0 - r1).max()), "probabilities": float(np.abs(p0 - p1).max())}
-
-
-def _matches(path: Path, fingerprint: str) -> bool:
-    """True when ``path`` is an ONNX file exported from the weights named by ``fingerprint``."""
-    if not path.is_file():
-        return False
-    _require("onnx")
-    from google.protobuf.message import DecodeError  # onnx's file format
-
-    try:
-        return read_metadata(path).get(META_FINGERPRINT) == fingerprint
-    except (OSError, DecodeError) as exc:  # a truncated or foreign file: export again
-        logger.warning("ignoring %s: %s", path, exc)
-        return False
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/amnl/onnx`` (``~/.cache/amnl/onnx``), created on first use."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = Path(base, *CACHE_SUBDIR)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def load_exported(path: str | os.PathLike, *, precision: str = "fp32", threads: int = 0):
-    """Config, preprocessing and ONNX engine of an export, without importing torch.
-
-    Args:
-        path: an ``.onnx`` file written by ``amnl export`` (``config.json`` and
-            ``preprocess.*`` beside it), or its folder, where ``model.onnx`` (``precision``
-            fp32) or ``model_int8.onnx`` (int8) is used.
-        precision: which file of a folder to use.
-        threads: intra-op threads (0 = ONNX Runtime's default).
-
-    Returns:
-        ``(RunConfig, Preprocessor, OnnxEngine)``: ``pre.windows(table, last_only=True)``
-        feeds the engine.
-
-    Example:
-        >>> cfg, pre, engine = load_exported("export/model_int8.onnx")  # doctest: +SKIP
-        >>> rul, probs = engine(pre.windows(read_histories("engines.csv"), last_only=True).arrays())
-    """
-    from amnl.config import RunConfig
-    from amnl.errors import ModelError
-    from amnl.features.pipeline import Preprocessor
-
-    path = Path(path)
-    if path.is_dir():
-        if precision not in ONNX_PRECISIONS:
-            raise ValueError(f"precision must be one of {ONNX_PRECISIONS}, got {precision!r}")
-        path = path / FILE_FOR_PRECISION[precision]
-    missing = [p.name for p in (path, *(path.parent / f for f in PREPROCESS_FILES)) if not p.is_file()]
-    if missing:
-        raise ModelError(f"{path.parent}: not an ONNX export, missing {', '.join(missing)}")
-    cfg = RunConfig.load(path.parent / PREPROCESS_FILES[0])
-    engine = OnnxEngine(path, threads=threads)
-    return cfg, Preprocessor.load(path.parent, cfg.data), engine

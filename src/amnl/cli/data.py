@@ -2,44 +2,39 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
-from amnl._cli_common import fail
+from amnl.cli.options import DataDir, fail, run
 from amnl.data.download import URL_ENV_VAR
-from amnl.data.paths import ENV_VAR, resolve_data_dir
+from amnl.data.paths import resolve_data_dir
 from amnl.errors import AmnlError
 
 data_app = typer.Typer(help="Download and check the NASA C-MAPSS data files.",
                        no_args_is_help=True)
-
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help=f"Folder of the 12 C-MAPSS files (default: ${ENV_VAR}, "
-                 "else ~/.cache/amnl/CMAPSS).", show_default=False),
-]
-
 
 def _fail(exc: AmnlError) -> NoReturn:
     raise fail(str(exc))
 
 
 @data_app.command()
-def check(data_dir: DataDirOption = None) -> None:
-    """Validate all 12 files and print rows, units, cycles and operating conditions per file."""
+def check(
+    data_dir: DataDir = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        "--dataset", "-d", help="Check this subset only (FD001..FD004; repeat for more). "
+                                "Default: every subset the folder holds.")] = None,
+) -> None:
+    """Validate the C-MAPSS files there and print rows, units, cycles and operating conditions
+    per file; subsets not in the folder are named, not an error."""
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from amnl.data.check import summarize
+    from amnl.data.check import present_subsets, summarize
 
     folder = resolve_data_dir(data_dir)
-    try:
-        summaries = summarize(folder)
-    except AmnlError as exc:
-        _fail(exc)
+    summaries = run(summarize, folder, dataset or None)
     table = Table(title=f"C-MAPSS files in {escape(str(folder))}",
                   caption="min/max: cycles per engine (RUL files: RUL values)")
     table.add_column("file", no_wrap=True)
@@ -51,11 +46,15 @@ def check(data_dir: DataDirOption = None) -> None:
     console = Console()
     console.print(table)
     console.print(f"{len(summaries)} files OK")
+    absent = present_subsets(folder)[1]
+    if not dataset and absent:
+        console.print(f"not in this folder: {', '.join(absent)} (`amnl data download` fetches "
+                      "all four)")
 
 
 @data_app.command()
 def download(
-    data_dir: DataDirOption = None,
+    data_dir: DataDir = None,
     url: Annotated[str | None, typer.Option(
         help=f"Archive URL or local zip (default: ${URL_ENV_VAR}, else NASA, then the Zenodo "
              "mirror).", show_default=False)] = None,

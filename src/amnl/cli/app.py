@@ -1,0 +1,40 @@
+"""The ``amnl`` command line: each command parses options, builds a config and calls one
+library function. User errors (:class:`amnl.errors.AmnlError`) print one line and exit with
+code 2; anything else is a bug and shows its traceback.
+
+One module per verb group, each with a ``register(app)``:
+
+=====================  ===================================================
+:mod:`.data`           ``amnl data download``, ``amnl data check``
+:mod:`.info`           ``amnl info``
+:mod:`.train`          ``amnl train``, ``amnl distill-targets``
+:mod:`.evaluate`       ``amnl evaluate``, ``amnl predict``
+:mod:`.export`         ``amnl export``
+:mod:`.bench`          ``amnl bench``
+:mod:`.profile`        ``amnl profile``, ``amnl plan``
+=====================  ===================================================
+
+Shared options (the model source, the data folder, the inference settings) are declared once
+in :mod:`.options`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from amnl.cli import bench, evaluate, export, info, profile, train
+from amnl.cli.data import data_app
+
+app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
+                  help="Remaining useful life and health state for machine fleets (AMNL, C-MAPSS).")
+app.add_typer(data_app, name="data")
+for module in (info, train, evaluate, export, bench, profile):
+    module.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

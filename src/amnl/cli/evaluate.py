@@ -1,0 +1,120 @@
+"""``amnl evaluate`` (the test protocol on a subset) and ``amnl predict`` (any histories)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amnl.cli.options import (
+    DataDir,
+    Dataset,
+    Device,
+    Precision,
+    RunDir,
+    Runtime,
+    Threads,
+    Weights,
+    fail,
+    inference_config,
+    model_source,
+    run,
+)
+
+FORMATS = ("json", "csv")
+
+
+def _predictor(run_dir: Path | None, weights: str | None, default: str | None, runtime: str,
+               precision: str, device: str, threads: int):
+    """The Predictor of the shared model and inference options, torch threads applied."""
+    from amnl.inference.predictor import Predictor
+
+    source = model_source(run_dir, weights, default=default)
+    cfg = inference_config(runtime, precision, device, threads)
+    if cfg.runtime == "torch":
+        from amnl.inference.runtime import set_threads
+
+        set_threads(cfg.threads)
+    return run(Predictor.load, source.directory, cfg)
+
+
+def evaluate(
+    dataset: Dataset = "FD001",
+    run_dir: RunDir = None,
+    weights: Weights = None,
+    data_dir: DataDir = None,
+    out: Annotated[Path | None, typer.Option(help="Write predictions.csv, metrics.json and a plot here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    all_windows: Annotated[bool, typer.Option(
+        "--all-windows", help="Also score every test window (a secondary figure; about 100x the "
+                              "windows of the last-window protocol, so slower).")] = False,
+    runtime: Runtime = "torch",
+    precision: Precision = "fp32",
+    device: Device = "cpu",
+    threads: Threads = 0,
+) -> None:
+    """Score a model on the official test set (last-window protocol, truth capped at the RUL cap)."""
+    from amnl.data.cmapss import check_subset_name, load_subset
+    from amnl.data.paths import resolve_data_dir
+    from amnl.evaluate.evaluate import evaluate_test
+    from amnl.evaluate.report import write_report
+
+    name = run(check_subset_name, dataset)
+    predictor = _predictor(run_dir, weights, name, runtime, precision, device, threads)
+    subset = run(load_subset, resolve_data_dir(data_dir), name, train=False)
+    report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows)
+    metrics = {"dataset": name, "runtime": runtime, "precision": precision,
+               "model_id": predictor.model_id, **report.metrics}
+    if out is not None:
+        run(write_report, report, out, name)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+    else:
+        extra = (f"  all-windows RMSE {metrics['all_windows_rmse']:.2f}" if all_windows else "")
+        typer.echo(f"{name} ({len(report.unit)} engines, {runtime} {precision}): "
+                   f"RMSE {metrics['rmse']:.2f}  MAE {metrics['mae']:.2f}  "
+                   f"NASA {metrics['nasa']:.1f} (mean {metrics['nasa_mean']:.2f})  "
+                   f"health acc {metrics['health_accuracy']:.3f}  F1 {metrics['health_macro_f1']:.3f}  "
+                   f"| raw-truth RMSE {metrics['rmse_raw']:.2f}{extra}")
+        if out is not None:
+            typer.echo(f"wrote {out / 'predictions.csv'} and {out / 'predictions.png'}")
+
+
+def predict(
+    input: Annotated[Path, typer.Option("--input", "-i", help="Sensor histories: C-MAPSS text or CSV with named columns.")],
+    run_dir: RunDir = None,
+    weights: Weights = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    runtime: Runtime = "torch",
+    precision: Precision = "fp32",
+    device: Device = "cpu",
+    threads: Threads = 0,
+) -> None:
+    """RUL, health state and class probabilities per unit, from each unit's latest window.
+
+    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing and data.slow_smoothing in the run's config), so a history cut short changes its latest window and so the prediction; models with data.cycle_feature also read the unit's age from its cycle numbers. A unit shorter than the window is padded with its first cycle.
+    """
+    from amnl.data.cmapss import read_histories
+
+    if fmt not in FORMATS:
+        raise fail(f"--format must be json or csv, got {fmt!r}")
+    predictor = _predictor(run_dir, weights, None, runtime, precision, device, threads)
+    table = run(read_histories, input, predictor.preprocessor.feature_names)
+    records = predictor.predict_table(table).records()
+    if fmt == "json":
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
+        w.writeheader()
+        w.writerows(records)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(evaluate)
+    app.command()(predict)

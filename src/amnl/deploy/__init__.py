@@ -1,1 +1,0 @@
-"""Stage 6: everything after training (prediction, export, profiling)."""

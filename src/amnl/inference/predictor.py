@@ -1,0 +1,195 @@
+"""Predictor: the one object every front door wraps (the CLI, evaluation, the service, batch
+scoring).
+
+Raw sensor histories in -> the saved preprocessing -> last window per engine -> a runtime ->
+RUL + health. :meth:`Predictor.load` takes a model source and an
+:class:`~amnl.config.InferenceConfig`; with the onnx runtime and an exported folder it never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from amnl.config import InferenceConfig, RunConfig
+from amnl.data.cmapss import SUBSETS, EngineTable
+from amnl.errors import ModelError
+from amnl.evaluate.evaluate import PredictFn
+from amnl.features.labels import HEALTH_CLASSES
+from amnl.features.pipeline import Preprocessor
+from amnl.rundir import (
+    MODEL_ID_LENGTH,
+    ONNX_FILES,
+    PREPROCESS_FILES,
+    bundled_dir,
+    has_weights,
+    model_id,
+)
+
+logger = logging.getLogger(__name__)
+
+#: What :meth:`Predictor.load` accepts as a model source, for messages.
+SOURCE_HELP = ("a bundled model name (FD001..FD004), a run directory (`amnl train --out`), an "
+               "exported folder or .onnx file (`amnl export --out`)")
+
+
+@dataclass
+class Predictions:
+    """Per-engine predictions."""
+
+    unit: np.ndarray
+    rul: np.ndarray
+    probabilities: np.ndarray
+
+    @property
+    def health(self) -> list[str]:
+        return [HEALTH_CLASSES[i] for i in self.probabilities.argmax(1)]
+
+    def records(self) -> list[dict]:
+        return [{"unit": int(u), "rul": round(float(r), 3), "health": h,
+                 **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)}}
+                for u, r, h, probs in zip(self.unit, self.rul, self.health, self.probabilities)]
+
+
+def resolve_source(source: str | os.PathLike | None) -> Path:
+    """The folder or ``.onnx`` file a model source names: an existing path, else a bundled
+    model name; None is the bundled FD001.
+
+    Raises:
+        ModelError: neither an existing path nor a bundled model.
+    """
+    if source is None:
+        return bundled_dir("FD001")
+    path = Path(source)
+    if path.exists():
+        return path
+    if str(source).upper() in SUBSETS or str(source).isdigit():
+        return bundled_dir(str(source))
+    raise ModelError(f"{source}: no such model; give {SOURCE_HELP}")
+
+
+def _export_id(onnx_file: Path, metadata: dict[str, str]) -> str:
+    """The model id of an export: the source run's (from the file's metadata), else a hash of
+    the file and the preprocessing beside it."""
+    from amnl.export.onnx import META_MODEL_ID  # a constant: no torch behind it
+
+    if metadata.get(META_MODEL_ID):
+        return metadata[META_MODEL_ID]
+    h = hashlib.sha256()
+    for p in (onnx_file, *(onnx_file.parent / f for f in PREPROCESS_FILES)):
+        h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()[:MODEL_ID_LENGTH]
+
+
+@dataclass(eq=False)
+class Predictor:
+    """A model with its preprocessing: raw histories in, per-engine predictions out.
+
+    Safe to call from many threads at once: the preprocessing is read-only once fitted, and
+    both runtimes are (an automatic batch size is measured at load, not during calls).
+
+    Attributes:
+        config: the run configuration.
+        preprocessor: the fitted preprocessing of the run.
+        runtime: a callable scaled windows (N, W, F) -> (RUL (N,), probabilities (N, 3)), e.g.
+            :class:`amnl.inference.runtime.TorchRuntime`.
+        model_id: content hash of the model (:func:`amnl.rundir.model_id`).
+        inference: how it runs.
+        source: where it was loaded from.
+
+    Example:
+        >>> p = Predictor.load("FD001", InferenceConfig(precision="int8"))  # doctest: +SKIP
+        >>> p.predict_table(read_histories("engines.csv")).records()[0]["rul"]
+    """
+
+    config: RunConfig
+    preprocessor: Preprocessor
+    runtime: PredictFn
+    model_id: str
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, source: str | os.PathLike | None = None,
+             inference: InferenceConfig | None = None) -> Predictor:
+        """From a bundled model name, a run directory or an exported folder / ``.onnx`` file.
+
+        Args:
+            source: see :func:`resolve_source` (default: the bundled FD001 model).
+            inference: runtime, precision, device, threads, batching (default: torch FP32 on
+                the CPU, batches sized by the planner within 64 MB).
+
+        Raises:
+            ModelError: no such model, or a torch runtime asked of an export without weights.
+            ConfigError: an invalid inference setting.
+        """
+        inference = inference or InferenceConfig()
+        path = resolve_source(source)
+        onnx_file = path if path.suffix == ".onnx" else None
+        if onnx_file is None and not has_weights(path) and inference.runtime == "onnx":
+            onnx_file = path / ONNX_FILES.get(inference.precision, ONNX_FILES["fp32"])
+        if onnx_file is not None:
+            return cls._load_export(onnx_file, inference)
+        if not has_weights(path):
+            raise ModelError(f"{path}: no torch weights (model.safetensors); an exported folder "
+                             "runs with --runtime onnx")
+        return cls._load_run(path, inference)
+
+    @classmethod
+    def _load_export(cls, onnx_file: Path, inference: InferenceConfig) -> Predictor:
+        from amnl.inference.onnx_runtime import DEFAULT_CHUNK, load_exported
+
+        if inference.runtime != "onnx":
+            raise ModelError(f"{onnx_file}: an ONNX export runs with the onnx runtime "
+                             "(--runtime onnx), not torch")
+        chunk = DEFAULT_CHUNK if inference.auto_batch else int(inference.batch_size)
+        cfg, pre, runtime = load_exported(onnx_file, precision=inference.precision,
+                                          threads=inference.threads, chunk=chunk)
+        if runtime.precision != inference.precision:
+            raise ModelError(f"{onnx_file} is a {runtime.precision} export, not "
+                             f"{inference.precision}; pass --precision {runtime.precision}")
+        return cls(cfg, pre, runtime, _export_id(onnx_file, runtime.metadata), inference,
+                   onnx_file)
+
+    @classmethod
+    def _load_run(cls, directory: Path, inference: InferenceConfig) -> Predictor:
+        from amnl.rundir import load_run
+
+        cfg, pre, model = load_run(directory)
+        if inference.runtime == "onnx":
+            from amnl.inference.onnx_runtime import OnnxRuntime
+
+            runtime = OnnxRuntime.from_model(model, directory, window=cfg.data.window,
+                                             precision=inference.precision,
+                                             threads=inference.threads,
+                                             cache_dir=inference.cache_dir)
+            if not inference.auto_batch:
+                runtime.chunk = int(inference.batch_size)
+        else:
+            from amnl.inference.runtime import TorchRuntime
+
+            runtime = TorchRuntime(model, device=inference.device, precision=inference.precision,
+                                   batch_size=inference.batch_size,
+                                   memory_budget_mb=inference.memory_budget_mb,
+                                   max_batch=inference.max_batch, window=cfg.data.window)
+        return cls(cfg, pre, runtime, model_id(directory), inference, directory)
+
+    @property
+    def window(self) -> int:
+        return self.config.data.window
+
+    def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """RUL (N,) and health probabilities (N, 3) for scaled windows ``x`` (N, W, F)."""
+        return self.runtime(x)
+
+    def predict_table(self, table: EngineTable) -> Predictions:
+        """One prediction per engine, from the window ending at its last cycle."""
+        w = self.preprocessor.windows(table, last_only=True)
+        rul, prob = self(w.arrays())
+        return Predictions(w.unit, rul, prob)

@@ -1,0 +1,73 @@
+"""One description of the machine for every report: CPU model, cores, ISA flags, library
+versions, load."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+CPUINFO = Path("/proc/cpuinfo")
+#: CPU flags that decide which precisions run natively (x86: AVX-512, VNNI, BF16, AMX).
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+#: Libraries whose versions every report records (when installed).
+LIBRARIES = ("torch", "onnxruntime", "onnx", "numpy")
+
+
+def _cpuinfo_field(name: str) -> str | None:
+    try:
+        for line in CPUINFO.read_text().splitlines():
+            if line.startswith(name):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_name() -> str:
+    """The CPU model from ``/proc/cpuinfo``, else what :mod:`platform` knows."""
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The :data:`ISA_FLAGS` this CPU has (Linux x86; empty elsewhere)."""
+    flags = set((_cpuinfo_field("flags") or "").split())
+    return [f for f in ISA_FLAGS if f in flags]
+
+
+def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, Any]:
+    """CPU model, cores, ISA flags, thread count, library versions, load average, GPU name.
+
+    Args:
+        device: the device the report measures (``cuda...`` adds the GPU's name).
+        threads: threads the measurement used (default: torch's current count, if torch is
+            imported).
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    if threads is None and torch is not None:
+        threads = torch.get_num_threads()
+    info: dict[str, Any] = {
+        "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "threads": threads,
+        "python": platform.python_version(), "platform": platform.platform(), "device": device,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    for mod in LIBRARIES:
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    if device.startswith("cuda") and torch is not None:
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def describe(info: dict[str, Any]) -> str:
+    """One line for a table title or a training summary: ``CPU, N cores, T threads``."""
+    line = f"{info['cpu']}, {info['cores']} cores"
+    if info.get("threads"):
+        line += f", {info['threads']} threads"
+    if info.get("gpu"):
+        line += f", {info['gpu']}"
+    return line
