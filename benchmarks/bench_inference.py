@@ -1,15 +1,15 @@
 """Inference benchmarks of docs/deployment-inference.md: speed (= ``amnl bench``) and accuracy.
 
-Speed, every engine side by side (run on an idle machine; here through quiet.sh)::
+Speed, every runtime side by side (run on an idle machine; here through quiet.sh)::
 
     benchmarks/quiet.sh .venv/bin/python benchmarks/bench_inference.py speed --run DIR
 
-Accuracy, engine x precision on the test sets, with the code ``amnl evaluate`` uses::
+Accuracy, runtime x precision on the test sets, with the code ``amnl evaluate`` uses::
 
     .venv/bin/python benchmarks/bench_inference.py accuracy \\
         --model FD001=runs/campaign/FD001-amnl-s0 --model FD002=... --data-dir ../shared/data/CMAPSS
 
-ONNX Runtime throughput against windows per ``session.run`` (the engine's chunk size)::
+ONNX Runtime throughput against windows per ``session.run`` (the runtime's chunk size)::
 
     benchmarks/quiet.sh .venv/bin/python benchmarks/bench_inference.py chunks --run DIR
 
@@ -25,7 +25,10 @@ Median over repeated ``speed`` runs (the host's speed drifts from run to run)::
     .venv/bin/python benchmarks/bench_inference.py summary benchmarks/results/bench-*.json
 
 Without ``--model``, the bundled models (src/amnl/weights/FD00x) are used where present.
-Results go to benchmarks/results/ as JSON; ``accuracy`` also prints a Markdown table.
+Results go to benchmarks/results/ as JSON; ``accuracy`` also prints a Markdown table. MB is
+:data:`amnl.config.MB` (10^6 bytes); result files written before that (``bench-*.json`` and
+``rss-exported-*.json`` without a ``units`` entry) hold MiB under ``rss_mb``, which ``summary``
+converts. Rows written before the runtime rename name their runtime ``engine``.
 """
 
 from __future__ import annotations
@@ -33,16 +36,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SUBSETS = ("FD001", "FD002", "FD003", "FD004")
+#: The unit of ``rss_mb`` in result files without a ``units`` entry (the old bench's MiB).
+OLD_MB = 1 << 20
+UNITS = {"rss_mb": "MB = 10^6 bytes"}
+
+logger = logging.getLogger(__name__)
 
 
 def _speed(args: argparse.Namespace) -> None:
-    from amnl.cli import app
+    from amnl.cli.app import app
 
     cmd = ["bench", "--windows", args.windows, "--threads", str(args.threads),
            "--out", str(args.out or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json")]
@@ -50,10 +60,49 @@ def _speed(args: argparse.Namespace) -> None:
     app(cmd, standalone_mode=True)
 
 
+def accuracy_table(models: dict[str, str | os.PathLike], data_dir: str | os.PathLike, *,
+                   specs: tuple[tuple[str, str], ...] | None = None, threads: int = 0
+                   ) -> list[dict[str, Any]]:
+    """Test-set metrics of every runtime x precision, with the code ``amnl evaluate`` uses.
+
+    Args:
+        models: subset name (FD001..FD004) -> run directory or bundled folder.
+        data_dir: folder of the C-MAPSS files.
+        specs: (runtime, precision) pairs (default :data:`amnl.profiling.bench.RUNTIME_SPECS`).
+        threads: CPU threads (0 = the library's default); torch's count is set once here, as
+            the CLI's front door does.
+
+    Returns:
+        One dict per (subset, runtime, precision): the :func:`amnl.evaluate.evaluate.evaluate_test`
+        metrics of the last-window protocol, plus ``model`` and ``seconds``.
+    """
+    from amnl.config import InferenceConfig
+    from amnl.data.cmapss import load_subset
+    from amnl.evaluate.evaluate import evaluate_test
+    from amnl.inference.predictor import Predictor
+    from amnl.inference.runtime import set_threads
+    from amnl.profiling.bench import RUNTIME_SPECS
+
+    set_threads(threads)
+    rows = []
+    for name, directory in models.items():
+        subset = load_subset(data_dir, name, train=False)
+        for runtime, precision in specs or RUNTIME_SPECS:
+            t0 = time.perf_counter()
+            predictor = Predictor.load(directory, InferenceConfig(runtime=runtime,
+                                                                  precision=precision,
+                                                                  threads=threads))
+            report = evaluate_test(predictor, predictor.preprocessor, subset, all_windows=False)
+            rows.append({"dataset": name, "runtime": runtime, "precision": precision,
+                         "model": str(directory), "seconds": time.perf_counter() - t0,
+                         **report.metrics})
+            logger.info("%s %s %s: RMSE %.3f", name, runtime, precision, report.metrics["rmse"])
+    return rows
+
+
 def _accuracy(args: argparse.Namespace) -> None:
-    from amnl.deploy.bench import accuracy_table
-    from amnl.deploy.predictor import bundled_dir
     from amnl.errors import ModelError
+    from amnl.rundir import bundled_dir
 
     models = dict(m.split("=", 1) for m in args.model)
     if not models:
@@ -75,16 +124,18 @@ def _accuracy(args: argparse.Namespace) -> None:
 def _chunks(args: argparse.Namespace) -> None:
     import torch
 
-    from amnl.deploy.bench import chunk_sweep, machine_info
     from amnl.model.factory import create_model
-    from amnl.train.checkpoint import load_run
+    from amnl.profiling.bench import chunk_sweep
+    from amnl.profiling.machine import machine_info
+    from amnl.rundir import load_run
 
     if args.run:
         model = load_run(args.run)[2]
     else:
         torch.manual_seed(0)
         model = create_model("base")
-    result = {"machine": machine_info(args.threads), "model": str(args.run or "random-init base")}
+    result = {"machine": machine_info("cpu", args.threads),
+              "model": str(args.run or "random-init base")}
     for precision in ("int8", "fp32"):
         result[precision] = chunk_sweep(model, precision=precision, threads=args.threads)
         print(precision, " ".join(f"{r['chunk']}:{r['best']:.0f}" for r in result[precision]))
@@ -95,15 +146,16 @@ def _chunks(args: argparse.Namespace) -> None:
 
 
 def _rss(args: argparse.Namespace) -> None:
+    from amnl.config import MB
     from amnl.data.cmapss import read_table
-    from amnl.deploy.bench import MB, peak_rss_bytes
-    from amnl.deploy.onnx import load_exported
+    from amnl.inference.onnx_runtime import load_exported
+    from amnl.profiling.rss import peak_rss_bytes
 
-    _, pre, engine = load_exported(args.export, precision=args.precision, threads=args.threads)
+    _, pre, runtime = load_exported(args.export, precision=args.precision, threads=args.threads)
     x = pre.windows(read_table(args.input), last_only=not args.all_windows).arrays()
-    engine(x)
+    runtime(x)
     result = {"export": str(args.export), "precision": args.precision, "input": str(args.input),
-              "windows": len(x), "rss_mb": peak_rss_bytes() / MB,
+              "windows": len(x), "rss_mb": peak_rss_bytes() / MB, "units": UNITS,
               "torch_imported": "torch" in sys.modules, "sklearn_imported": "sklearn" in sys.modules}
     print(json.dumps(result))
     if args.out:
@@ -114,35 +166,40 @@ def _rss(args: argparse.Namespace) -> None:
 def _summary(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from amnl.config import MB
+
     runs = [json.loads(Path(f).read_text()) for f in args.files]
     cells: dict[tuple, list[dict]] = {}
     for run in runs:
+        scale = 1.0 if "units" in run else OLD_MB / MB  # old files: MiB under "rss_mb"
         for r in run["rows"]:
-            cells.setdefault((r["engine"], r["precision"], r["window"]), []).append(r)
+            r = {**r, "rss_mb": None if r.get("rss_mb") is None else r["rss_mb"] * scale}
+            runtime = r.get("runtime", r.get("engine"))  # old rows: "engine"
+            cells.setdefault((runtime, r["precision"], r["window"]), []).append(r)
     peaks = {k: np.median([run["peaks"][k] for run in runs]) for k in runs[0]["peaks"]}
     print(f"{len(runs)} runs; median matmul peak GFLOP/s: "
           + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
-    print("| engine | precision | window | b1 p50 ms (min-max) | b1 p95 ms | b256 windows/s (min-max) "
+    print("| runtime | precision | window | b1 p50 ms (min-max) | b1 p95 ms | b256 windows/s (min-max) "
           "| % of peak | peak RSS MB | max foreign |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for (engine, precision, window), rs in cells.items():
+    for (runtime, precision, window), rs in cells.items():
         def col(key, rs=rs):
             return np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
         p50, tput, rss = col("p50_ms"), col("throughput"), col("rss_mb")
-        print(f"| {engine} | {precision} | {window} | {np.median(p50):.2f} ({p50.min():.2f}-{p50.max():.2f}) "
+        print(f"| {runtime} | {precision} | {window} | {np.median(p50):.2f} ({p50.min():.2f}-{p50.max():.2f}) "
               f"| {np.median(col('p95_ms')):.2f} | {np.median(tput):,.0f} ({tput.min():,.0f}-{tput.max():,.0f}) "
               f"| {np.median(col('fraction_of_peak')):.0%} {rs[0]['peak']} "
               f"| {f'{np.median(rss):.0f}' if len(rss) else '-'} | {col('foreign_cpu').max():.0%} |")
 
 
 def markdown(rows: list[dict]) -> str:
-    """Engine x precision rows per subset, with the RMSE change against torch FP32."""
-    lines = ["| subset | engine | precision | RMSE | dRMSE vs torch fp32 | NASA | MAE | health acc |",
+    """Runtime x precision rows per subset, with the RMSE change against torch FP32."""
+    lines = ["| subset | runtime | precision | RMSE | dRMSE vs torch fp32 | NASA | MAE | health acc |",
              "|---|---|---|---:|---:|---:|---:|---:|"]
-    ref = {r["dataset"]: r["rmse"] for r in rows if (r["engine"], r["precision"]) == ("torch", "fp32")}
+    ref = {r["dataset"]: r["rmse"] for r in rows if (r["runtime"], r["precision"]) == ("torch", "fp32")}
     for r in rows:
         d = r["rmse"] - ref[r["dataset"]] if r["dataset"] in ref else float("nan")
-        lines.append(f"| {r['dataset']} | {r['engine']} | {r['precision']} | {r['rmse']:.3f} | "
+        lines.append(f"| {r['dataset']} | {r['runtime']} | {r['precision']} | {r['rmse']:.3f} | "
                      f"{d:+.3f} | {r['nasa']:.1f} | {r['mae']:.2f} | {r['health_accuracy']:.3f} |")
     return "\n".join(lines)
 
@@ -150,7 +207,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("speed", help="latency / throughput / RSS of every engine (amnl bench)")
+    s = sub.add_parser("speed", help="latency / throughput / RSS of every runtime (amnl bench)")
     s.add_argument("--run", type=Path, help="run directory (default: bundled FD001, else random init)")
     s.add_argument("--random-init", action="store_true")
     s.add_argument("--windows", default="30,50")
@@ -173,7 +230,7 @@ def main() -> None:
     r.add_argument("--threads", type=int, default=0)
     r.add_argument("--out", type=Path)
     r.set_defaults(fn=_rss)
-    a = sub.add_parser("accuracy", help="test-set metrics per engine x precision")
+    a = sub.add_parser("accuracy", help="test-set metrics per runtime x precision")
     a.add_argument("--model", action="append", default=[], metavar="FD00x=DIR")
     a.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"))
     a.add_argument("--threads", type=int, default=0)

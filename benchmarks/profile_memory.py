@@ -6,7 +6,7 @@
 ``profile``: every window x batch size of one precision (memory, composition, by layer, latency,
 fresh-process RSS) -> ``benchmarks/results/profile_<device>_<precision>_w<windows>_t<threads>.json``
 (+ a PNG with ``--plot``). ``chunking``: batch 256, window 30, FP32: peak tensor memory and throughput of one
-unchunked ``TorchEngine`` call against planner-sized chunks (``batch_size="auto"`` under a
+unchunked ``TorchRuntime`` call against planner-sized chunks (``batch_size="auto"`` under a
 memory budget), and the peak RSS of a fresh process doing either ->
 ``benchmarks/results/chunking_<device>_t<threads>.json``.
 
@@ -26,19 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amnl.deploy.engines import TorchEngine
-from amnl.deploy.profiling import (
-    DEFAULT_BATCH_SIZES,
-    MB,
-    machine_info,
-    make_input,
-    measure_call_peak,
-    measure_rss,
-    plot_profile,
-    profile_inference,
-    weight_bytes,
-)
+from amnl.config import MB
+from amnl.inference.runtime import TorchRuntime, set_threads
 from amnl.model.factory import create_model
+from amnl.profiling.machine import machine_info
+from amnl.profiling.memory import make_input, measure_call_peak, weight_bytes
+from amnl.profiling.report import DEFAULT_BATCH_SIZES, plot_profile, profile_inference
+from amnl.profiling.rss import measure_rss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: The issue's targets: batch 256, window 30, FP32; peak tensor memory <= 40 MB with >= 95 % of
@@ -83,14 +77,14 @@ def run_profile(args) -> dict:
     return report.to_dict()
 
 
-def _time_calls(engines: dict[str, TorchEngine], x: np.ndarray, repeats: int) -> dict:
-    """Median seconds per call, the engines interleaved so drifts in load hit all alike."""
-    times: dict[str, list[float]] = {k: [] for k in engines}
-    for e in engines.values():  # warm-up, and the auto engines' calibration
+def _time_calls(runtimes: dict[str, TorchRuntime], x: np.ndarray, repeats: int) -> dict:
+    """Median seconds per call, the runtimes interleaved so drifts in load hit all alike."""
+    times: dict[str, list[float]] = {k: [] for k in runtimes}
+    for e in runtimes.values():  # warm-up, and the auto runtimes' calibration
         e(x)
         e(x)
     for _ in range(repeats):
-        for name, e in engines.items():
+        for name, e in runtimes.items():
             t0 = time.perf_counter()
             e(x)
             times[name].append(time.perf_counter() - t0)
@@ -101,37 +95,37 @@ def _time_calls(engines: dict[str, TorchEngine], x: np.ndarray, repeats: int) ->
 def run_chunking(args) -> dict:
     model = _model()
     x = make_input(TARGET_BATCH, TARGET_WINDOW, model.config.in_features).numpy()
-    engines = {"unchunked": TorchEngine(model, batch_size=TARGET_BATCH)}
+    runtimes = {"unchunked": TorchRuntime(model, batch_size=TARGET_BATCH)}
     for budget in BUDGETS_MB:
-        engines[f"auto {budget:g} MB"] = TorchEngine(model, batch_size="auto",
-                                                     memory_budget_mb=budget)
+        runtimes[f"auto {budget:g} MB"] = TorchRuntime(model, batch_size="auto",
+                                                       memory_budget_mb=budget)
     t0 = time.perf_counter()
-    engines[f"auto {BUDGETS_MB[0]:g} MB"](x)
+    runtimes[f"auto {BUDGETS_MB[0]:g} MB"](x)
     calibration_s = time.perf_counter() - t0
-    for e in engines.values():  # calibrate every auto engine before measuring it
+    for e in runtimes.values():  # calibrate every auto runtime before measuring it
         e(x)
-    weights = weight_bytes(engines["unchunked"].model)
+    weights = weight_bytes(runtimes["unchunked"].model)
     rows = {}
-    for name, e in engines.items():
+    for name, e in runtimes.items():
         transient = measure_call_peak(lambda e=e: e(x), args.device)
         rows[name] = {"chunk": e.last_batch_size, "peak": weights + transient,
                       "weights": weights, "transient": transient,
                       "fit": e.memory_fit.to_dict() if e.memory_fit else None}
-    speed = _time_calls(engines, x, args.repeats)
+    speed = _time_calls(runtimes, x, args.repeats)
     base = speed["unchunked"]["throughput"]
     for name, row in rows.items():
         row.update(speed[name], throughput_ratio=speed[name]["throughput"] / base)
     threads = torch.get_num_threads()
-    rss = {"unchunked": measure_rss({"size": "base"}, batch=TARGET_BATCH, mode="engine",
+    rss = {"unchunked": measure_rss({"size": "base"}, batches=(TARGET_BATCH,), mode="runtime",
                                     chunk=TARGET_BATCH, threads=threads)}
     for budget in BUDGETS_MB:
-        rss[f"auto {budget:g} MB"] = measure_rss({"size": "base"}, batch=TARGET_BATCH,
-                                                 mode="engine", chunk="auto", budget_mb=budget,
+        rss[f"auto {budget:g} MB"] = measure_rss({"size": "base"}, batches=(TARGET_BATCH,),
+                                                 mode="runtime", chunk="auto", budget_mb=budget,
                                                  threads=threads)
     for name, m in rss.items():
         rows[name]["rss"] = m.stages
         rows[name]["rss_final"] = m.final
-    glibc = {name: measure_rss({"size": "base"}, batch=TARGET_BATCH, mode="engine",
+    glibc = {name: measure_rss({"size": "base"}, batches=(TARGET_BATCH,), mode="runtime",
                                chunk=chunk, budget_mb=budget, threads=threads, env=MALLOC_ENV)
              for name, chunk, budget in (("unchunked", TARGET_BATCH, None),
                                          *((f"auto {b:g} MB", "auto", b) for b in BUDGETS_MB))}
@@ -139,10 +133,10 @@ def run_chunking(args) -> dict:
         rows[name]["rss_mmap_threshold"] = m.stages
     result = {"machine": machine_info(args.device), "batch": TARGET_BATCH,
               "window": TARGET_WINDOW, "precision": "fp32", "repeats": args.repeats,
-              "calibration_s": calibration_s, "malloc_env": MALLOC_ENV, "engines": rows}
+              "calibration_s": calibration_s, "malloc_env": MALLOC_ENV, "runtimes": rows}
     print(f"batch {TARGET_BATCH}, window {TARGET_WINDOW}, FP32, {args.device}, "
           f"{torch.get_num_threads()} threads; first auto call (calibration) {calibration_s:.1f} s")
-    print(f"{'engine':<14} {'chunk':>5} {'peak MB':>8} {'win/s':>7} {'ratio':>6} {'RSS MB':>7} "
+    print(f"{'runtime':<14} {'chunk':>5} {'peak MB':>8} {'win/s':>7} {'ratio':>6} {'RSS MB':>7} "
           f"{'RSS before':>10} {'end: anon':>9} {'file':>6} {'RSS mmap-thr.':>13}")
     for name, r in rows.items():
         end = r["rss_final"]
@@ -175,8 +169,7 @@ def main() -> None:
         s.add_argument("--device", default="cpu")
         s.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (run_profile if args.section == "profile" else run_chunking)(args)
 

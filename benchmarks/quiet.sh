@@ -7,7 +7,7 @@ exec 9>/tmp/amnl-quiet.lock
 flock 9
 pids=""
 if [ -e /tmp/amnl-pause-training ]; then
-  pids=$(pgrep -f "amnl train|benchmarks/campaign" | grep -v "^$$\$" || true)
+  pids=$(pgrep -f "amnl train|experiments/campaign" | grep -v "^$$\$" || true)
   [ -n "$pids" ] && kill -STOP $pids
 fi
 trap '[ -n "$pids" ] && kill -CONT $pids' EXIT

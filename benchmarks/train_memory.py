@@ -5,7 +5,8 @@
 
 Writes ``benchmarks/results/train_memory_<device>_t<threads>.json``. The step is the trainer's (autocast
 forward, AMNL loss, backward, clipping, AdamW); see
-:func:`amnl.deploy.profiling.measure_training_step` for what each column counts.
+:func:`amnl.profiling.train_step.measure_training_step` for what each column counts (MB = 10^6
+bytes).
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import torch
 
-from amnl.deploy.profiling import MB, machine_info, measure_training_step
+from amnl.config import MB
+from amnl.inference.runtime import set_threads
 from amnl.model.factory import create_model
+from amnl.profiling.machine import machine_info
+from amnl.profiling.train_step import measure_training_step
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
@@ -33,8 +37,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     model = create_model("base")
     rows = []

@@ -23,10 +23,10 @@ import torch
 from amnl.config import RunConfig
 from amnl.data.cmapss import SUBSETS, load_subset
 from amnl.evaluate.evaluate import score_windows
-from amnl.features.pipeline import Preprocessor
-from amnl.model.inference import predict_windows
-from amnl.train.checkpoint import (
+from amnl.inference.runtime import predict_windows
+from amnl.rundir import (
     CONFIG_FILE,
+    PREPROCESS_FILES,
     SUMMARY_FILE,
     WEIGHTS_FILE,
     load_run,
@@ -88,7 +88,7 @@ def bundle(run: Path, summary: dict, dest: Path) -> None:
     tmp.mkdir(parents=True)
     _, _, model = load_run(run)
     save_weights(model, tmp / WEIGHTS_FILE, dtype=torch.float16)
-    for f in (CONFIG_FILE, Preprocessor.STATE_FILE, Preprocessor.META_FILE):
+    for f in PREPROCESS_FILES:
         shutil.copy2(run / f, tmp / f)
     kept = ("best_epoch", "seed", "loss", "machine", "device")
     source = {"run": run.name, **{k: v for k, v in summary.items()

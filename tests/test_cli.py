@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amnl.cli import app
+from amnl.cli.app import app
 from amnl.data.synthetic import write_fleet
 
 runner = CliRunner()
@@ -33,10 +33,46 @@ def trained(tmp_path_factory):
 
 
 def test_help_lists_commands():
-    res = runner.invoke(app, ["--help"])
-    assert res.exit_code == 0
-    for cmd in ("train", "evaluate", "predict", "info", "data"):
-        assert cmd in res.output
+    """Exactly these commands, each with a --help whose first line is its summary."""
+    import typer
+
+    group = typer.main.get_command(app)
+    assert sorted(group.commands) == ["bench", "data", "distill-targets", "evaluate", "export",
+                                      "info", "plan", "predict", "profile", "train"]
+    assert sorted(group.commands["data"].commands) == ["check", "download"]
+    for name, cmd in group.commands.items():
+        res = runner.invoke(app, [name, "--help"])
+        assert res.exit_code == 0, (name, res.output)
+        summary = (cmd.help or "").split("\n")[0].split()[:4]
+        assert " ".join(summary) in " ".join(res.output.split()), name
+    res = runner.invoke(app, ["evaluate", "--help"])
+    for option in ("--runtime", "--precision", "--run", "--weights", "--all-windows"):
+        assert option in res.output
+    assert "--engine" not in res.output
+
+
+def test_user_errors_are_one_line_bugs_keep_their_traceback(monkeypatch, tmp_path):
+    """An AmnlError is one line on stderr and exit 2; any other exception is a bug: it is not
+    dressed up as a user error."""
+    from amnl.data import check as check_mod
+
+    res = runner.invoke(app, ["data", "check", "--data-dir", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and "nowhere" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+    def buggy(*a, **k):
+        raise ValueError("a bug, not a user error")
+
+    monkeypatch.setattr(check_mod, "summarize", buggy)
+    res = runner.invoke(app, ["data", "check", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 1 and isinstance(res.exception, ValueError)
+    assert "error: a bug" not in res.output
+
+
+def test_size_with_config_is_an_error(tmp_path):
+    res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "tiny.json"), "--size",
+                              "base", "--data-dir", str(tmp_path), "--no-progress"])
+    assert res.exit_code == 2 and "--size and --config cannot be combined" in res.stderr
 
 
 def test_info_reports_parameters():
@@ -57,9 +93,16 @@ def test_evaluate_json_csv_and_plot(trained, tmp_path):
     pred = np.array([float(r["pred_rul"]) for r in rows])
     assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean((pred - truth) ** 2)), abs=1e-3)
     assert (tmp_path / "predictions.png").stat().st_size > 0
-    for key in ("mae", "nasa", "nasa_mean", "health_accuracy", "health_macro_f1", "rmse_raw",
-                "all_windows_rmse"):
+    for key in ("mae", "nasa", "nasa_mean", "health_accuracy", "health_macro_f1", "rmse_raw"):
         assert key in metrics
+    # the all-windows figure is an option: absent by default, there with --all-windows
+    assert "all_windows_rmse" not in metrics
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
+                              str(data), "--json", "--all-windows"])
+    assert res.exit_code == 0, res.output
+    every = json.loads(res.output)
+    assert every["n_windows"] > every["n_engines"] and every["all_windows_rmse"] > 0
+    assert every["rmse"] == metrics["rmse"] and every["model_id"] == metrics["model_id"]
 
 
 def test_predict_text_and_csv(trained, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from amnl._cli_data import data_app
+from amnl.cli.data import data_app
 from amnl.data import download as dl
 from amnl.data.download import (
     FILE_NAMES,

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import amnl.train.run as run_mod
-from amnl.cli import app
+from amnl.cli.app import app
 from amnl.config import DataConfig, RunConfig, TrainConfig
 from amnl.data.synthetic import write_fleet
 from amnl.model.factory import MODEL_SIZES
@@ -38,7 +38,7 @@ def teachers(tmp_path_factory):
     data = write_fleet(root / "data", "FD001", n_train=10, n_test=4, seed=1)["train"].parent
     runs = [root / f"teacher-s{s}" for s in (0, 1)]
     for s, run in enumerate(runs):
-        train_run(_config(seed=s), data, run, progress=False)
+        train_run(_config(seed=s), data, run)
     return data, runs
 
 
@@ -71,8 +71,7 @@ def test_student_trains_on_the_mixed_targets(teachers, tmp_path, monkeypatch):
 
     monkeypatch.setattr(run_mod, "WindowBatches", spy)
     student = tmp_path / "student"
-    summary = train_run(_config(distill=0.5, teacher_targets=str(tmp_path / "t.npz")), data, student,
-                        progress=False)
+    summary = train_run(_config(distill=0.5, teacher_targets=str(tmp_path / "t.npz")), data, student)
     w = seen["windows"]
     label = np.minimum(_labels(w), 125.0)
     want = 0.5 * label + 0.5 * np.clip(targets.lookup(w.unit, w.cycle), 0, 125.0)
@@ -95,13 +94,13 @@ def test_teachers_with_other_validation_engines_are_refused(teachers, tmp_path):
     compute_teacher_targets(runs, data).save(tmp_path / "t.npz")
     cfg = _config(split_seed=3, distill=0.5, teacher_targets=str(tmp_path / "t.npz"))
     with pytest.raises(ValueError, match="other validation engines"):
-        train_run(cfg, data, tmp_path / "student", progress=False)
+        train_run(cfg, data, tmp_path / "student")
 
 
 def test_distilled_rul_and_config_checks():
     np.testing.assert_allclose(distilled_rul(np.array([10.0, 125.0]), np.array([-5.0, 200.0]), 1.0, 125.0),
                                [0.0, 125.0])
-    with pytest.raises(ValueError, match="needs teacher_targets"):
+    with pytest.raises(ValueError, match="needs train.teacher_targets"):
         TrainConfig(distill=0.5)
     with pytest.raises(ValueError, match=r"distill must be in \[0, 1\]"):
         replace(TrainConfig(), distill=1.5, teacher_targets="x.npz")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from amnl.errors import ConfigError
 from amnl.model import create_model
 from amnl.train.losses import LOSSES, create_loss, failure_weighted_mse
 
@@ -13,7 +14,30 @@ def test_failure_weight_is_one_when_healthy_two_at_failure():
     pred = torch.tensor([1.0, 126.0, 63.5])
     true = torch.tensor([0.0, 125.0, 62.5])
     # weights 2, 1, 1.5 on squared errors of 1 each
-    assert failure_weighted_mse(pred, true).item() == pytest.approx((2 + 1 + 1.5) / 3)
+    assert failure_weighted_mse(pred, true, 125.0).item() == pytest.approx((2 + 1 + 1.5) / 3)
+
+
+def test_rul_cap_moves_the_failure_weight_and_the_output_scale():
+    """``data.rul_cap`` is the one place of the cap: a run with a cap of 150 weighs a
+    125-cycle label above 1 (it is not yet 'healthy'), and its model scales to 150."""
+    from amnl.config import DataConfig, RunConfig
+
+    cfg = RunConfig(data=DataConfig(rul_cap=150.0))
+    assert cfg.model.rul_scale == 150.0
+    pred, true = torch.tensor([126.0]), torch.tensor([125.0])
+    at_150 = create_loss("amnl", cfg.data.rul_cap)(pred, torch.zeros(1, 3), true, torch.tensor([0]))[1]
+    at_125 = create_loss("amnl", RunConfig().data.rul_cap)(pred, torch.zeros(1, 3), true,
+                                                           torch.tensor([0]))[1]
+    assert at_125.item() == pytest.approx(1.0)
+    assert at_150.item() == pytest.approx(1.0 + (1 - 125 / 150))
+    # the trainer builds its loss from the run's cap (train/run.py passes config.data.rul_cap)
+    assert create_loss("grace", cfg.data.rul_cap).cap == 150.0
+
+
+def test_loss_names_have_one_list():
+    from amnl.config import LOSSES as NAMES
+
+    assert sorted(LOSSES) == sorted(NAMES)
 
 
 def test_all_losses_by_name_backprop():
@@ -24,17 +48,17 @@ def test_all_losses_by_name_backprop():
         net = create_model("tiny").train()
         shared = [*net.cnn.parameters(), *net.lstm.parameters(), *net.attention.parameters(),
                   *net.funnel.parameters()]
-        loss_fn = create_loss(name, shared).train()
+        loss_fn = create_loss(name, 125.0, shared).train()
         out = net(x)
         total, l_rul, l_health = loss_fn(out.rul, out.health, rul, health)
         total.backward()
         assert torch.isfinite(total) and net.rul_head[-1].weight.grad is not None, name
-    with pytest.raises(ValueError, match="unknown loss"):
-        create_loss("nope")
+    with pytest.raises(ConfigError, match="unknown loss 'nope'; choose one of amnl, "):
+        create_loss("nope", 125.0)
 
 
 def test_baseline_is_plain_half_half():
-    loss_fn = create_loss("baseline")
+    loss_fn = create_loss("baseline", 125.0)
     rul_pred, rul = torch.tensor([10.0]), torch.tensor([0.0])
     logits, health = torch.zeros(1, 3), torch.tensor([0])
     total, l_rul, l_health = loss_fn(rul_pred, logits, rul, health)
@@ -46,7 +70,7 @@ def test_gaba_uses_gradient_norms_after_warmup():
     torch.manual_seed(0)
     net = create_model("tiny").train()
     shared = list(net.lstm.parameters())
-    loss_fn = create_loss("gaba", shared).train()
+    loss_fn = create_loss("gaba", 125.0, shared).train()
     x, rul, health = torch.randn(16, 30, 14), torch.rand(16) * 125, torch.randint(0, 3, (16,))
     for step in range(105):
         out = net(x)

@@ -11,7 +11,7 @@ from amnl.config import DataConfig, RunConfig, TrainConfig
 from amnl.data import cmapss
 from amnl.data.synthetic import write_fleet
 from amnl.model.factory import MODEL_SIZES
-from amnl.train.checkpoint import RUN_FILES, load_run
+from amnl.rundir import RUN_FILES, load_run
 from amnl.train.run import train_run
 
 
@@ -35,7 +35,7 @@ def test_two_epochs_loss_falls_and_run_dir_complete(fleet, tmp_path, monkeypatch
     for f in ("test_FD001.txt", "RUL_FD001.txt"):
         (fleet / f).unlink()
     run = tmp_path / "run"
-    summary = train_run(_config(epochs=2), fleet, run, progress=False)
+    summary = train_run(_config(epochs=2), fleet, run)
     assert all("test_" not in p for p in opened) and any("train_" in p for p in opened)
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -65,10 +65,10 @@ def _ctrl_c_in_second_validation(monkeypatch):
 def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
     run = tmp_path / "run"
     restore = _ctrl_c_in_second_validation(monkeypatch)
-    summary = train_run(_config(epochs=3), fleet, run, progress=False)
+    summary = train_run(_config(epochs=3), fleet, run)
     assert summary["interrupted"] and (run / "checkpoint.pt").is_file()
     restore()
-    summary = train_run(_config(epochs=3), fleet, run, resume=True, progress=False)
+    summary = train_run(_config(epochs=3), fleet, run, resume=True)
     assert not summary["interrupted"] and summary["epochs_run"] == 3
     assert not (run / "checkpoint.pt").exists()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
@@ -77,7 +77,7 @@ def test_interrupt_then_resume(fleet, tmp_path, monkeypatch):
 def test_balanced_sampling_and_selection_metric(fleet, tmp_path):
     run = tmp_path / "run"
     summary = train_run(_config(epochs=3, balance="health", select_metric="rmse_balanced",
-                                early_stop_patience=10), fleet, run, progress=False)
+                                early_stop_patience=10), fleet, run)
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = min(epochs, key=lambda e: e["val_rmse_balanced"])
     assert summary["best_epoch"] == best["epoch"]
@@ -97,12 +97,12 @@ def test_fp16_uses_loss_scaling_and_resumes_it(fleet, tmp_path, monkeypatch):
                         lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
     run = tmp_path / "run"
     restore = _ctrl_c_in_second_validation(monkeypatch)
-    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, progress=False)
+    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run)
     assert summary["interrupted"] and scaled and all(scaled)
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert saved["scaler"]["scale"] > 0  # the loss scale travels with the checkpoint
     restore()
-    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, resume=True, progress=False)
+    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, resume=True)
     assert summary["epochs_run"] == 2 and summary["val_rmse"] < 1e3
 
 
@@ -113,17 +113,18 @@ def test_history_inputs_train_and_serve_through_onnx(fleet, tmp_path):
     import numpy as np
 
     from amnl.data.cmapss import EngineTable, read_table
-    from amnl.deploy.predictor import Predictor
+    from amnl.config import InferenceConfig
+    from amnl.inference.predictor import Predictor
 
     cfg = _config(epochs=1)
     cfg.data.slow_smoothing, cfg.data.cycle_feature = 0.02, True
     cfg = RunConfig.from_dict(cfg.to_dict())  # in_features follows the data settings
     assert cfg.model.in_features == 29
     run = tmp_path / "run"
-    train_run(cfg, fleet, run, progress=False)
+    train_run(cfg, fleet, run)
     table = read_table(fleet / "test_FD001.txt")
     torch_pred = Predictor.load(run).predict_table(table)
-    onnx_pred = Predictor.load(run, engine="onnx").predict_table(table)
+    onnx_pred = Predictor.load(run, InferenceConfig(runtime="onnx")).predict_table(table)
     assert np.isfinite(torch_pred.rul).all()
     np.testing.assert_allclose(onnx_pred.rul, torch_pred.rul, atol=0.05)
     # The same sensor history, 100 cycles older: only the age input differs.
@@ -147,8 +148,8 @@ def test_extra_train_pools_engines_and_keeps_validation(fleet, tmp_path, monkeyp
     monkeypatch.setattr(cmapss, "read_table", lambda p, **kw: opened.append(Path(p).name) or real(p, **kw))
     cfg = _config(epochs=1)
     cfg.data.extra_train = ("FD003",)
-    plain = train_run(_config(epochs=1), fleet, tmp_path / "plain", progress=False)
-    pooled = train_run(cfg, fleet, tmp_path / "pooled", progress=False)
+    plain = train_run(_config(epochs=1), fleet, tmp_path / "plain")
+    pooled = train_run(cfg, fleet, tmp_path / "pooled")
     assert sorted(set(opened)) == ["train_FD001.txt", "train_FD003.txt"]
     assert pooled["val_units"] == plain["val_units"] and pooled["val_windows"] == plain["val_windows"]
     extra = read_table(fleet / "train_FD003.txt")

@@ -68,7 +68,7 @@ def _print_report(report, console) -> None:
 
     cuda = any(r.memory.reserved is not None for r in report.rows)
     t = Table(title=f"AMNL inference memory and speed ({report.machine['device']}, "
-                    f"{report.machine['cpu']}, {report.machine['torch_threads']} threads)")
+                    f"{report.machine['cpu']}, {report.machine['threads']} threads)")
     cols = ["precision", "window", "batch", "peak MB", "weights", "activations", "workspace"]
     cols += ["reserved", "context"] if cuda else []
     cols += ["RSS MB", "p50 ms", "p95 ms", "windows/s"]

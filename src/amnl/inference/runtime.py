@@ -126,7 +126,7 @@ class TorchRuntime:
         self.auto, self.memory_budget_mb, self.max_batch = auto, memory_budget_mb, max_batch
         self.last_batch_size: int | None = None
         """Windows per forward pass of the latest call (of any thread)."""
-        self._fits: dict[tuple[int, ...], MemoryFit | None] = {}
+        self._fits: dict[tuple[int, ...], MemoryFit] = {}
         self._lock = threading.Lock()
         if auto and window is not None:
             self._fit_for((window, model.config.in_features))
@@ -163,9 +163,9 @@ class TorchRuntime:
                                            device=self.device, autocast=self.autocast,
                                            batches=[chunk], points=points)
             except RuntimeError as exc:  # e.g. the caller is running torch.profiler
-                logger.warning("cannot calibrate the batch size (%s); using %d", exc,
+                logger.warning("cannot calibrate the batch size (%s); using %d this call", exc,
                                min(FALLBACK_BATCH, self.max_batch))
-                fit = None
+                return None  # not kept: the next call measures again
             self._fits[shape] = fit
             return fit
 

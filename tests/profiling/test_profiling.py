@@ -13,20 +13,18 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from amnl.cli import app
-from amnl.deploy.engines import TorchEngine
-from amnl.deploy.profiling import (
-    LAYER_TYPES,
-    load_fits,
+from amnl.cli.app import app
+from amnl.inference.runtime import TorchRuntime
+from amnl.profiling.memory import (
     make_input,
     measure_call_peak,
     measure_memory,
-    measure_rss,
-    measure_training_step,
     prepare_model,
-    profile_inference,
     weight_bytes,
 )
+from amnl.profiling.report import LAYER_TYPES, load_fits, profile_inference
+from amnl.profiling.rss import measure_rss
+from amnl.profiling.train_step import measure_training_step
 from amnl.model.factory import create_model
 
 B, W, F = 4, 30, 14
@@ -139,25 +137,39 @@ def test_training_step_checkpointing_saves_less(tiny):
 
 
 def test_fresh_process_rss_has_ordered_stages():
-    rss = measure_rss({"size": "tiny"}, batch=4, threads=1)
+    rss = measure_rss({"size": "tiny"}, batches=(4,), threads=1)
     s = rss.stages
     assert list(s) == ["python", "import_torch", "import_amnl", "model", "prepared", "inference"]
     assert s["import_torch"] > s["python"] and rss.peak == s["inference"]
+    assert rss.torch_imported and rss.final["VmRSS"] > 0
+
+
+def test_fresh_process_rss_of_an_onnx_export_never_imports_torch(tmp_path):
+    """The RSS child is a real module (``python -m amnl.profiling.rss``); on an exported file it
+    runs ONNX Runtime without torch."""
+    pytest.importorskip("onnxruntime")
+    from amnl.inference.onnx_runtime import OnnxRuntime
+
+    torch.manual_seed(0)
+    path = OnnxRuntime.from_model(create_model("tiny"), None, W, cache_dir=tmp_path).path
+    rss = measure_rss({"onnx": path}, batches=(1, 8), mode="runtime", threads=1)
+    assert not rss.torch_imported and "import_torch" not in rss.stages
+    assert rss.peak == max(rss.stages.values()) > rss.stages["python"]
 
 
 def test_auto_batch_engine_chunks_within_budget_and_matches(tiny):
     x = np.random.default_rng(0).standard_normal((64, W, F)).astype(np.float32)
-    fixed = TorchEngine(tiny, batch_size=64)
-    auto = TorchEngine(tiny, batch_size="auto", memory_budget_mb=0.5)
+    fixed = TorchRuntime(tiny, batch_size=64)
+    auto = TorchRuntime(tiny, batch_size="auto", memory_budget_mb=0.5)
     r_fixed, r_auto = fixed(x), auto(x)
     np.testing.assert_allclose(r_auto[0], r_fixed[0], rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(r_auto[1], r_fixed[1], rtol=1e-5, atol=1e-6)
     chunk = auto.last_batch_size
     assert 1 <= chunk < 64 and auto.memory_fit.upper(chunk) <= 0.5e6
     assert measure_call_peak(lambda: auto(x)) < measure_call_peak(lambda: fixed(x))
-    assert TorchEngine(tiny, batch_size=0).auto and not fixed.auto
+    assert TorchRuntime(tiny, batch_size=0).auto and not fixed.auto
     with pytest.raises(ValueError, match="batch_size"):
-        TorchEngine(tiny, batch_size=-3)
+        TorchRuntime(tiny, batch_size=-3)
 
 
 def test_profile_command_writes_json_and_table(tmp_path):
@@ -184,7 +196,7 @@ def test_profile_command_errors():
 
 def test_auto_batch_engine_survives_a_running_profiler(tiny):
     x = np.zeros((16, W, F), np.float32)
-    engine = TorchEngine(tiny, batch_size="auto")
+    engine = TorchRuntime(tiny, batch_size="auto")
     with torch.autograd.profiler.profile():
         rul, _ = engine(x)
     assert rul.shape == (16,) and engine.memory_fit is None  # fell back, calibrates next time

@@ -3,7 +3,7 @@ by true-RUL band, and the RMSE of the runs' averaged predictions (a seed/recipe 
 ``--train-engines`` on the training engines too: how closely a set of distillation teachers
 fits the labels it would replace). Never reads the test files.
 
-    python benchmarks/val_diagnostics.py RUN [RUN ...] [--data-dir ../shared/data/CMAPSS]
+    python experiments/val_diagnostics.py RUN [RUN ...] [--data-dir ../shared/data/CMAPSS]
         [--train-engines] [--from-cycle N]
 
 Every run must share the validation split (same subset, ``val_fraction`` and ``split_seed``).
@@ -22,8 +22,8 @@ import numpy as np
 
 from amnl.data.cmapss import load_subset
 from amnl.evaluate.metrics import balanced_rmse
-from amnl.model.inference import predict_windows
-from amnl.train.checkpoint import load_run
+from amnl.inference.runtime import predict_windows
+from amnl.rundir import load_run
 
 BANDS = [(0, 30), (30, 60), (60, 90), (90, 125), (125, 126)]
 

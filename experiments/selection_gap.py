@@ -3,7 +3,7 @@ at the epochs within ``--around`` of the best, averaged, minus the best. A rough
 choosing the epoch on the validation engines flatters the kept score (docs/results.md,
 "Distillation"). Reads only each run's ``metrics.jsonl``.
 
-    python benchmarks/selection_gap.py RUN [RUN ...] [--around 2]
+    python experiments/selection_gap.py RUN [RUN ...] [--around 2]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amnl.train.trainer import METRICS_LOG
+from amnl.rundir import METRICS_LOG
 
 
 def gap(run: Path, around: int) -> tuple[int, float, float]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from amnl.cli import app
-from amnl.deploy import planner
-from amnl.deploy.planner import (
+from amnl.cli.app import app
+from amnl.inference import planner
+from amnl.inference.planner import (
     LatencyFit,
     MemoryFit,
     batch_size_for_free_memory,

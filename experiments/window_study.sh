@@ -4,7 +4,7 @@
 # are scored on the same points, every validation engine cut after each cycle >= 30
 # (val_diagnostics.py --from-cycle 30); the window-30 references are the campaign's seed-0 runs.
 #
-#   nohup benchmarks/window_study.sh > runs/window-study/study.log 2>&1 &
+#   nohup experiments/window_study.sh > runs/window-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/window-study}
 . "$(dirname "$0")/study_lib.sh"

@@ -1,6 +1,6 @@
 """Error by true-RUL band of a finished evaluation (reporting only, after model selection).
 
-    python benchmarks/error_bands.py runs/campaign2/FD003-amnl-s0/test/predictions.csv [--worst 5]
+    python experiments/error_bands.py runs/campaign2/FD003-amnl-s0/test/predictions.csv [--worst 5]
 
 Reads the per-engine CSV that ``amnl evaluate --out`` writes (true RUL capped at 125) and prints
 RMSE (bias) per band, engines per band, the worst engines and the RMSE without them.

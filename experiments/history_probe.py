@@ -1,7 +1,7 @@
 """Does an engine's history beyond the window carry RUL information? A cheap probe on training
 engines only (no test file is read).
 
-    python benchmarks/history_probe.py [--subsets FD001 FD003] [--folds 5] [--data-dir DIR]
+    python experiments/history_probe.py [--subsets FD001 FD003] [--folds 5] [--data-dir DIR]
 
 A gradient-boosted tree model (scikit-learn) predicts the capped RUL from summaries of each
 training window, scored by cross-validation over whole engines (GroupKFold): the preprocessing is
@@ -12,7 +12,7 @@ fitted on each fold's training engines, exactly as ``amnl train`` fits it. Featu
 - ``+age``: plus the cycle number (``data.cycle_feature``);
 - ``+slow``: plus a slow smoothing of the sensors (``data.slow_smoothing``, about 50 cycles)
   and the last row's departure from it;
-- ``+slow+age``: both (the ``hist`` variant of ``benchmarks/sweep.py``).
+- ``+slow+age``: both (the ``hist`` variant of ``experiments/sweep.py``).
 
 Prints RMSE over all held-out windows and the bias by true-RUL band, and writes
 ``benchmarks/results/history_probe.json``. Trees are not AMNL: the probe says whether the

@@ -15,21 +15,23 @@ pytest.importorskip("onnxruntime")
 import torch
 from typer.testing import CliRunner
 
-from amnl.cli import app
-from amnl.config import DataConfig, RunConfig, TrainConfig
+from amnl.cli.app import app
+from amnl.config import DataConfig, InferenceConfig, RunConfig, TrainConfig
 from amnl.data.cmapss import load_subset
 from amnl.data.synthetic import write_fleet
-from amnl.deploy import onnx as ox
-from amnl.deploy.engines import TorchEngine
-from amnl.deploy.predictor import Predictor
+from amnl.export import onnx as ox
+from amnl.inference.onnx_runtime import ONNX_PRECISIONS, OnnxRuntime
+from amnl.rundir import ONNX_FILES
+from amnl.inference.runtime import TorchRuntime
+from amnl.inference.predictor import Predictor
 from amnl.model.factory import MODEL_SIZES, create_model
-from amnl.train.checkpoint import load_run
+from amnl.rundir import load_run
 from amnl.train.run import train_run
 
 runner = CliRunner()
 #: The spec's parity bound for ONNX FP32 vs PyTorch on real test windows, cycles.
 RUL_TOLERANCE = 0.05
-#: Weight matrices of the exported graph (see amnl.deploy.onnx._ExportNet): 3 conv blocks,
+#: Weight matrices of the exported graph (see amnl.export.onnx._ExportNet): 3 conv blocks,
 #: q/k/v/out of the attention, 3 funnel layers, 4 RUL-head and 3 health-head layers.
 HEAD_PREFIXES = ("rul", "health")
 N_MATMUL_WEIGHTS = 3 + 4 + 3 + 4 + 3
@@ -48,7 +50,7 @@ def tiny_run(tmp_path_factory):
     write_fleet(root / "data", "FD001", n_train=8, n_test=4, seed=3)
     cfg = RunConfig(DataConfig(subset="FD001", val_fraction=0.25), MODEL_SIZES["tiny"],
                     TrainConfig(epochs=1, batch_size=64, precision="fp32"))
-    train_run(cfg, root / "data", root / "run", progress=False)
+    train_run(cfg, root / "data", root / "run")
     return root / "run", root / "data"
 
 
@@ -63,13 +65,13 @@ def test_windows(tiny_run):
 def exported(tiny_run, tmp_path_factory):
     """The tiny run exported twice by the library: {"fp32": path, "int8": path}."""
     out = tmp_path_factory.mktemp("export")
-    return {p: ox.export_run(tiny_run[0], out / ox.FILE_FOR_PRECISION[p], int8=p == "int8")
-            for p in ox.ONNX_PRECISIONS}
+    return {p: ox.export_run(tiny_run[0], out / ONNX_FILES[p], int8=p == "int8")
+            for p in ONNX_PRECISIONS}
 
 
 def test_fp32_matches_torch_with_dynamic_batch(tiny_run, exported, test_windows):
     _cfg, _pre, model = load_run(tiny_run[0])
-    torch_engine, onnx_engine = TorchEngine(model), ox.OnnxEngine(exported["fp32"], chunk=7)
+    torch_engine, onnx_engine = TorchRuntime(model), OnnxRuntime(exported["fp32"], chunk=7)
     for n in (1, 5, len(test_windows)):  # chunks of 7 cover several session.run calls
         diff = ox.parity(torch_engine, onnx_engine, test_windows[:n])
         assert diff["rul"] < 1e-3 and diff["probabilities"] < 1e-5, (n, diff)
@@ -92,7 +94,7 @@ def test_int8_quantizes_every_weight_matrix_heads_included(tiny_run, exported, t
         assert any(n.startswith(f"{prefix}0_w") for n in int8_weights), prefix
         assert not any(n.startswith(prefix) and n.endswith("_w") for n in float_weights), prefix
     _cfg, _pre, model = load_run(tiny_run[0])
-    diff = ox.parity(TorchEngine(model), ox.OnnxEngine(exported["int8"]), test_windows)
+    diff = ox.parity(TorchRuntime(model), OnnxRuntime(exported["int8"]), test_windows)
     assert diff["rul"] < 2.0 and diff["probabilities"] < 0.05, diff
 
 
@@ -102,9 +104,9 @@ def test_metadata_and_preprocessing_make_the_folder_self_contained(tiny_run, exp
     assert meta[ox.META_PRECISION] == "int8" and int(meta[ox.META_WINDOW]) == cfg.data.window
     assert json.loads(meta["amnl.features"])[0] == "s_2"
     folder = exported["int8"].parent
-    assert {p.name for p in folder.iterdir()} == {*ox.PREPROCESS_FILES, ox.ONNX_FILE, ox.ONNX_INT8_FILE}
+    assert {p.name for p in folder.iterdir()} == {*ox.PREPROCESS_FILES, ONNX_FILES["fp32"], ONNX_FILES["int8"]}
     # the exported folder is enough for inference, and does not need torch
-    code = ("import sys; from amnl.deploy.onnx import load_exported; "
+    code = ("import sys; from amnl.inference.onnx_runtime import load_exported; "
             f"c, p, e = load_exported({str(folder)!r}, precision='int8'); "
             "import numpy as np; r, _ = e(np.zeros((3, c.data.window, c.data.n_features), np.float32)); "
             "assert r.shape == (3,); assert 'torch' not in sys.modules, 'torch imported'")
@@ -116,29 +118,29 @@ def test_from_model_caches_and_never_writes_the_model_dir(tiny_run, tmp_path):
     run = tiny_run[0]
     _cfg, _pre, model = load_run(run)
     before = sorted(p.name for p in run.iterdir())
-    first = ox.OnnxEngine.from_model(model, run, 30, cache_dir=tmp_path)
+    first = OnnxRuntime.from_model(model, run, 30, cache_dir=tmp_path)
     assert first.path.parent == tmp_path and sorted(p.name for p in run.iterdir()) == before
     mtime = first.path.stat().st_mtime_ns
-    assert ox.OnnxEngine.from_model(model, run, 30, cache_dir=tmp_path).path.stat().st_mtime_ns == mtime
+    assert OnnxRuntime.from_model(model, run, 30, cache_dir=tmp_path).path.stat().st_mtime_ns == mtime
     # an export in the model dir is used when it matches these weights ...
     own = tmp_path / "dir"
-    ox.export_onnx(model, own / ox.ONNX_FILE, 30)
-    assert ox.OnnxEngine.from_model(model, own, 30, cache_dir=tmp_path).path == own / ox.ONNX_FILE
+    ox.export_onnx(model, own / ONNX_FILES["fp32"], 30)
+    assert OnnxRuntime.from_model(model, own, 30, cache_dir=tmp_path).path == own / ONNX_FILES["fp32"]
     # ... and ignored when it comes from other weights
     other = tmp_path / "other"
-    ox.export_onnx(create_model("tiny"), other / ox.ONNX_FILE, 30)
-    assert ox.OnnxEngine.from_model(model, other, 30, cache_dir=tmp_path).path.parent == tmp_path
-    (other / ox.ONNX_FILE).write_bytes(b"not an onnx file")  # a truncated file is no match either
-    assert ox.OnnxEngine.from_model(model, other, 30, cache_dir=tmp_path).path.parent == tmp_path
+    ox.export_onnx(create_model("tiny"), other / ONNX_FILES["fp32"], 30)
+    assert OnnxRuntime.from_model(model, other, 30, cache_dir=tmp_path).path.parent == tmp_path
+    (other / ONNX_FILES["fp32"]).write_bytes(b"not an onnx file")  # a truncated file is no match either
+    assert OnnxRuntime.from_model(model, other, 30, cache_dir=tmp_path).path.parent == tmp_path
     with pytest.raises(ValueError, match="bf16"):
-        ox.OnnxEngine.from_model(model, run, 30, precision="bf16", cache_dir=tmp_path)
+        OnnxRuntime.from_model(model, run, 30, precision="bf16", cache_dir=tmp_path)
 
 
 def test_predictor_onnx_engine_matches_torch(tiny_run, tmp_path):
     run, data = tiny_run
     table = load_subset(data, "FD001", train=False).test
     a = Predictor.load(run).predict_table(table)
-    b = Predictor.load(run, engine="onnx", threads=1).predict_table(table)
+    b = Predictor.load(run, InferenceConfig(runtime="onnx", threads=1)).predict_table(table)
     np.testing.assert_array_equal(a.unit, b.unit)
     np.testing.assert_allclose(a.rul, b.rul, atol=1e-3)
     assert a.health == b.health
@@ -154,14 +156,14 @@ def test_cli_export_end_to_end(tiny_run, tmp_path):
     assert out.is_file() and (out.parent / "preprocess.npz").is_file()
     assert '"DynamicQuantizeLSTM": 2' in res.output and "parity vs PyTorch" in res.output
     res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
-                              str(tiny_run[1]), "--engine", "onnx", "--precision", "int8", "--json"])
+                              str(tiny_run[1]), "--runtime", "onnx", "--precision", "int8", "--json"])
     assert res.exit_code == 0, res.output
 
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite"], "--format must be one of onnx"),
     (["--out", "model.txt"], "--out must name a .onnx file"),
-    (["--weights", "FD001"], "either --run or --weights"),
+    (["--weights", "FD001"], "give at most one of --run, --weights"),
 ])
 def test_cli_export_errors(tiny_run, tmp_path, args, message):
     base = {"--out": str(tmp_path / "m.onnx"), "--run": str(tiny_run[0])}
@@ -181,7 +183,7 @@ def test_cli_export_refuses_to_mix_models_in_one_folder(tiny_run, tmp_path):
 @pytest.mark.needs_data
 def test_fp32_parity_on_real_fd001_test_windows(cmapss_dir, tmp_path):
     """The published base model (bundled weights when present, else a seeded random init)."""
-    from amnl.deploy.predictor import bundled_dir
+    from amnl.rundir import bundled_dir
     from amnl.errors import ModelError
     from amnl.features.pipeline import Preprocessor
 
@@ -196,7 +198,7 @@ def test_fp32_parity_on_real_fd001_test_windows(cmapss_dir, tmp_path):
     x = windows.arrays()[np.random.default_rng(0).choice(len(windows), 512, replace=False)]
     x = np.concatenate([pre.windows(subset.test, last_only=True).arrays(), x])
     path = ox.export_onnx(model, tmp_path / "model.onnx", 30)
-    diff = ox.parity(TorchEngine(model), ox.OnnxEngine(path), x)
+    diff = ox.parity(TorchRuntime(model), OnnxRuntime(path), x)
     assert diff["rul"] <= RUL_TOLERANCE, diff
     assert diff["probabilities"] < 1e-4, diff
 
@@ -210,7 +212,7 @@ def test_missing_extra_names_it(monkeypatch):
 def test_flops_per_window_matches_the_spec_and_torch_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
-    from amnl.deploy.bench import flops_per_window
+    from amnl.profiling.flops import flops_per_window
 
     model = create_model("base").eval()
     torch_graph = flops_per_window(model.config, 30)
@@ -223,14 +225,17 @@ def test_flops_per_window_matches_the_spec_and_torch_counter():
     assert counter.get_total_flops() == sum(torch_graph[k] for k in ("cnn", "funnel", "heads"))
 
 
-def test_bench_engines_smoke(tmp_path):
-    from amnl.deploy.bench import bench_engines, format_table
+def test_bench_runtimes_smoke(tmp_path):
+    from amnl.profiling.bench import bench_runtimes, format_table
 
     torch.manual_seed(0)
-    rows = bench_engines(create_model("tiny"), windows=(8,), specs=(("torch", "fp32"), ("onnx", "int8")),
-                         threads=1, peaks={"fp32": 1e11, "int8": 4e11}, latency_seconds=0.05,
-                         throughput_seconds=0.05, onnx_dir=tmp_path)
-    assert [(r.engine, r.precision) for r in rows] == [("torch", "fp32"), ("onnx", "int8")]
+    threads = torch.get_num_threads()
+    rows = bench_runtimes(create_model("tiny"), windows=(8,), specs=(("torch", "fp32"), ("onnx", "int8")),
+                          threads=threads + 1, peaks={"fp32": 1e11, "int8": 4e11},
+                          latency_seconds=0.05, throughput_seconds=0.05, onnx_dir=tmp_path,
+                          rss_source={"size": "tiny"})
+    assert torch.get_num_threads() == threads  # measured with threads + 1, then put back
+    assert [(r.runtime, r.precision) for r in rows] == [("torch", "fp32"), ("onnx", "int8")]
     for r in rows:
         assert r.p50_ms > 0 and r.throughput > 0 and 0 < r.fraction_of_peak and r.rss_mb > 10
     assert rows[0].rul_max_abs_diff == 0.0
@@ -240,7 +245,7 @@ def test_bench_engines_smoke(tmp_path):
 def test_time_calls_runs_min_reps_without_time_budget(caplog):
     """A count-only measurement (seconds=0, as chunk_sweep uses) makes every requested call and
     does not warn that the machine is busy."""
-    from amnl.deploy.bench import time_calls
+    from amnl.profiling.bench import time_calls
 
     calls = []
     times = time_calls(lambda: calls.append(1), seconds=0.0, min_reps=5, warmup=1)

@@ -3,7 +3,7 @@
 A report, never a choice: the validation side of the same comparison is ``val_diagnostics.py``
 (its "mean of N runs" row).
 
-    python benchmarks/ensemble_test.py RUN [RUN ...]
+    python experiments/ensemble_test.py RUN [RUN ...]
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ PYEOF
 }
 compare() {  # subset name ...
   local subset=$1; shift
-  $PY benchmarks/val_diagnostics.py "$REF/$subset-amnl-s0" "${@/#/$OUT/}" --data-dir "$DATA" \
+  $PY experiments/val_diagnostics.py "$REF/$subset-amnl-s0" "${@/#/$OUT/}" --data-dir "$DATA" \
     --from-cycle 30
 }
 variants() {  # name key=json-value ...

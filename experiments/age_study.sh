@@ -4,7 +4,7 @@
 # one seed-0 run per subset, judged on validation only (val_diagnostics.py, cuts after each
 # cycle >= 30 as recipe3_study.sh).
 #
-#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/age_study.sh > runs/age-study/study.log 2>&1 &
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup experiments/age_study.sh > runs/age-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/age-study}
 . "$(dirname "$0")/study_lib.sh"

@@ -4,7 +4,7 @@
 # offsets that hide early degradation. Variants of recipe 2, one seed-0 run each, judged on
 # validation only (val_diagnostics.py, cuts after each cycle >= 30 as recipe3_study.sh).
 #
-#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/baseline_study.sh > runs/baseline-study/study.log 2>&1 &
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup experiments/baseline_study.sh > runs/baseline-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/baseline-study}
 . "$(dirname "$0")/study_lib.sh"

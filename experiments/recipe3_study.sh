@@ -3,7 +3,7 @@
 # recipe 2 (configs at commit 364becb), judged on validation only (val_diagnostics.py, every
 # validation engine cut after each cycle >= 30; the campaign's seed-0 runs are the reference).
 #
-#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/recipe3_study.sh > runs/recipe3-study/study.log 2>&1 &
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup experiments/recipe3_study.sh > runs/recipe3-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/recipe3-study}
 . "$(dirname "$0")/study_lib.sh"

@@ -4,7 +4,7 @@
 # (reporting only: selection uses validation RMSE). Re-running skips finished runs and resumes
 # interrupted ones, so the campaign can be stopped and continued.
 #
-#   nohup benchmarks/campaign.sh > runs/campaign/campaign.log 2>&1 &
+#   nohup experiments/campaign.sh > runs/campaign/campaign.log 2>&1 &
 #
 # CAMPAIGN_RUNS replaces the list below ("subset loss seed" per line), for a partial campaign.
 set -u
@@ -41,7 +41,7 @@ echo "$RUNS" | while read -r subset loss seed; do
   fi
   if [ ! -f "$run/test/metrics.json" ]; then
     $AMNL evaluate --dataset "$subset" --run "$run" --data-dir "$DATA" --out "$run/test" \
-      >> "$OUT/$name.log" 2>&1 || echo "$(date +%T) evaluation FAILED $name"
+      --all-windows >> "$OUT/$name.log" 2>&1 || echo "$(date +%T) evaluation FAILED $name"
   fi
   echo "$(date +%T) done $name: $(tail -n 3 "$OUT/$name.log" | tr '\n' ' ')"
 done

@@ -1,11 +1,11 @@
 """Train a grid of recipe variants x seeds in parallel processes, then summarise it by validation.
 
-    python benchmarks/sweep.py --out runs/sweep --subsets FD001 FD003 --seeds 0 1 2 3 4 \
+    python experiments/sweep.py --out runs/sweep --subsets FD001 FD003 --seeds 0 1 2 3 4 \
         --variants r2l full b64 --parallel 12 --device cuda --launch-until 400 --stop-after 480
 
 Each job is ``amnl train --config <configs/fd00x.json, or --base-rev's, with the variant's
-changes> --seed S``, then ``amnl evaluate --out <run>/test`` (test figures are reported, never
-used to choose).
+changes> --seed S``, then ``amnl evaluate --all-windows --out <run>/test`` (test figures are
+reported, never used to choose).
 Jobs start seed by seed (every variant's seed 0 first), so a sweep cut short by
 ``--launch-until`` still has the same seeds for every variant. Jobs still running at
 ``--stop-after`` seconds get Ctrl-C (they leave a resumable checkpoint) and are left out of the
@@ -133,7 +133,8 @@ def job_command(subset: str, config: Path, seed: int, run: Path, args: argparse.
     resume = " --resume" if (run / "checkpoint.pt").is_file() else ""
     train = (f"{amnl} train {common} --config {config} --seed {seed} --out {run} --threads "
              f"{args.threads} --no-progress{resume}" + (f" --epochs {args.epochs}" if args.epochs else ""))
-    evaluate = f"{amnl} evaluate {common} --run {run} --out {run}/test"
+    # --all-windows: results_table.py reports the all-windows test RMSE beside the protocol's
+    evaluate = f"{amnl} evaluate {common} --run {run} --out {run}/test --all-windows"
     return f"{train} && {evaluate}"
 
 

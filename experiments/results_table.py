@@ -1,12 +1,12 @@
 """Summarise training campaigns and sweeps: mean +- std per subset and loss (or variant) over seeds.
 
-    python benchmarks/results_table.py [--campaign runs/campaign ...] [--by loss|variant] [--seeds S ...]
+    python experiments/results_table.py [--campaign runs/campaign ...] [--by loss|variant] [--seeds S ...]
         [--agreement] [--json FILE]
 
 Reads each run's ``metrics.json`` (validation, training time) and ``test/metrics.json``
 (written by ``amnl evaluate --out``) in every folder given, prints Markdown tables and, when
 asked, writes the raw numbers as JSON. ``--by variant`` groups runs by their name without
-subset and seed (``FD001-lr2e-3-s4`` -> ``lr2e-3``), as ``benchmarks/sweep.py`` names them.
+subset and seed (``FD001-lr2e-3-s4`` -> ``lr2e-3``), as ``experiments/sweep.py`` names them.
 ``--agreement`` reports, after the fact, how well validation RMSE ranks test RMSE (Spearman,
 per subset, over runs and over the groups' means) and the best test RMSE of any run: a check
 of the selection protocol, never an input to it.
@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _fmt(values: list[float], digits: int = 2) -> str:
+def _fmt(values: list[float | None], digits: int = 2) -> str:
+    values = [v for v in values if v is not None]  # e.g. all-windows RMSE of an evaluation without it
     if not values:
         return "-"
     if len(values) == 1:
@@ -69,7 +70,7 @@ def print_groups(rows: list[dict], by: str = "loss") -> None:
         print(f"| {subset} | {name} | {len(rs)} ({', '.join(str(r['seed']) for r in rs)}) "
               f"| {_fmt([r['val_rmse'] for r in rs])} | {_fmt([x['rmse'] for x in t])} "
               f"| {_fmt([x['nasa'] for x in t], 0)} | {_fmt([x['nasa_mean'] for x in t])} "
-              f"| {_fmt([x['rmse_raw'] for x in t])} | {_fmt([x['all_windows_rmse'] for x in t])} "
+              f"| {_fmt([x['rmse_raw'] for x in t])} | {_fmt([x.get('all_windows_rmse') for x in t])} "
               f"| {_fmt([x['health_accuracy'] for x in t], 3)} "
               f"| {', '.join(str(r['best_epoch']) for r in rs)} "
               f"| {_fmt([r['mean_epoch_seconds'] for r in rs], secs_digits)} |")

@@ -1,6 +1,6 @@
 """How far apart two C-MAPSS training files are: rows with identical settings and sensors.
 
-    python benchmarks/pool_overlap.py FD001 FD003 [--data-dir ../shared/data/CMAPSS]
+    python experiments/pool_overlap.py FD001 FD003 [--data-dir ../shared/data/CMAPSS]
 
 A check for pooled training (``data.extra_train``): an engine of one file copied into the other
 would let a pooled run train on its own validation engines.

@@ -7,7 +7,7 @@
 #   selbal  early stopping / plateau / kept weights on the balanced validation RMSE
 #   bal     the same, and each epoch draws the three health classes equally often
 #
-#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/balance_study.sh > runs/balance-study/study.log 2>&1 &
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup experiments/balance_study.sh > runs/balance-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/balance-study}
 . "$(dirname "$0")/study_lib.sh"

@@ -4,7 +4,7 @@
 # mid-life over-prediction on training engines as on validation (underfitting). One seed-0 run
 # per subset with a longer schedule, judged on validation only (as recipe3_study.sh).
 #
-#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup benchmarks/length_study.sh > runs/length-study/study.log 2>&1 &
+#   AMNL=.venv/bin/amnl PYTHON=.venv/bin/python nohup experiments/length_study.sh > runs/length-study/study.log 2>&1 &
 set -u
 OUT=${STUDY_DIR:-runs/length-study}
 . "$(dirname "$0")/study_lib.sh"
