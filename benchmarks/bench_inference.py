@@ -74,7 +74,7 @@ def accuracy_table(models: dict[str, str | os.PathLike], data_dir: str | os.Path
 
     Returns:
         One dict per (subset, runtime, precision): the :func:`amnl.evaluate.evaluate.evaluate_test`
-        metrics of the last-window protocol, plus ``model`` and ``seconds``.
+        metrics of the last-window protocol, plus ``model``, ``seconds`` and ``cpu``.
     """
     from amnl.config import InferenceConfig
     from amnl.data.cmapss import load_subset
@@ -82,6 +82,7 @@ def accuracy_table(models: dict[str, str | os.PathLike], data_dir: str | os.Path
     from amnl.inference.predictor import Predictor
     from amnl.inference.runtime import set_threads
     from amnl.profiling.bench import RUNTIME_SPECS
+    from amnl.profiling.machine import cpu_name
 
     set_threads(threads)
     rows = []
@@ -95,7 +96,7 @@ def accuracy_table(models: dict[str, str | os.PathLike], data_dir: str | os.Path
             report = evaluate_test(predictor, predictor.preprocessor, subset, all_windows=False)
             rows.append({"dataset": name, "runtime": runtime, "precision": precision,
                          "model": str(directory), "seconds": time.perf_counter() - t0,
-                         **report.metrics})
+                         "cpu": cpu_name(), **report.metrics})
             logger.info("%s %s %s: RMSE %.3f", name, runtime, precision, report.metrics["rmse"])
     return rows
 
@@ -149,6 +150,7 @@ def _rss(args: argparse.Namespace) -> None:
     from amnl.config import MB
     from amnl.data.cmapss import read_table
     from amnl.inference.onnx_runtime import load_exported
+    from amnl.profiling.machine import cpu_name
     from amnl.profiling.rss import peak_rss_bytes
 
     _, pre, runtime = load_exported(args.export, precision=args.precision, threads=args.threads)
@@ -156,7 +158,8 @@ def _rss(args: argparse.Namespace) -> None:
     runtime(x)
     result = {"export": str(args.export), "precision": args.precision, "input": str(args.input),
               "windows": len(x), "rss_mb": peak_rss_bytes() / MB, "units": UNITS,
-              "torch_imported": "torch" in sys.modules, "sklearn_imported": "sklearn" in sys.modules}
+              "torch_imported": "torch" in sys.modules, "sklearn_imported": "sklearn" in sys.modules,
+              "cpu": cpu_name()}
     print(json.dumps(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
     python benchmarks/window_counts.py [--data-dir ../shared/data/CMAPSS] [--window 30]
 
-Prints a table and writes ``benchmarks/results/window_counts.json``.
+Prints a table and writes ``benchmarks/results/window_counts.json`` (with the machine: the
+timings are this CPU's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from amnl.config import DataConfig
 from amnl.data.cmapss import SUBSETS, load_subset
 from amnl.data.paths import resolve_data_dir
 from amnl.features.pipeline import Preprocessor
+from amnl.profiling.machine import machine_info
 
 
 def main() -> None:
@@ -55,7 +57,8 @@ def main() -> None:
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"window": args.window, "rows": rows}, indent=2) + "\n")
+    args.json.write_text(json.dumps({"machine": machine_info("cpu"), "window": args.window,
+                                     "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

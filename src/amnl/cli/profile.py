@@ -26,6 +26,7 @@ from amnl.cli.options import (
     run,
 )
 from amnl.config import MB
+from amnl.errors import ConfigError
 
 #: Batch sizes ``amnl plan`` measures when it is given no ``--profile`` file.
 PLAN_BATCHES = "1,8,32,64,128,256"
@@ -292,7 +293,7 @@ def plan(
         try:
             return plan_batch(mem, memory_bytes, max_batch=cap, power_of_two=power_of_two,
                               latency=lat, latency_budget_ms=latency_budget_ms)
-        except ValueError as exc:
+        except ConfigError as exc:
             return str(exc)
 
     header = (f"{precision}, window {window}, {fit.device}: memory = {mem.base / MB:.2f} MB + "

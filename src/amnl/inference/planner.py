@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from amnl.config import MB
+from amnl.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 #: The study's planner rule: largest power of two that fits, capped at 256 (spec section 5).
@@ -42,7 +45,6 @@ STUDY_TARGETS_MB = (16_000, 4_000, 2_000, 500)
 STUDY_BASE_MB = 14.0
 STUDY_PER_SAMPLE_MB = 1.8
 
-MB = 1e6
 
 
 @dataclass(frozen=True)
@@ -227,13 +229,13 @@ def plan_batch(fit: MemoryFit, memory_bytes: float, *, max_batch: int = DEFAULT_
         A :class:`Plan`.
 
     Raises:
-        ValueError: not even batch 1 fits (the message gives both numbers), or a latency
+        ConfigError: not even batch 1 fits (the message gives both numbers), or a latency
             budget without a latency fit.
     """
     if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        raise ConfigError(f"max_batch must be >= 1, got {max_batch}")
     if latency_budget_ms is not None and latency is None:
-        raise ValueError("a latency budget needs measured latencies (a LatencyFit)")
+        raise ConfigError("a latency budget needs measured latencies (a LatencyFit)")
 
     def fits_memory(b: int) -> bool:
         return fit.upper(b) <= memory_bytes
@@ -242,10 +244,10 @@ def plan_batch(fit: MemoryFit, memory_bytes: float, *, max_batch: int = DEFAULT_
         return latency_budget_ms is None or latency.predict(b) <= latency_budget_ms  # type: ignore[union-attr]
 
     if not fits_memory(1):
-        raise ValueError(f"batch 1 needs {fit.upper(1) / MB:.1f} MB but only "
+        raise ConfigError(f"batch 1 needs {fit.upper(1) / MB:.1f} MB but only "
                          f"{memory_bytes / MB:.1f} MB are available")
     if not fits_latency(1):
-        raise ValueError(f"batch 1 takes {latency.predict(1):.2f} ms, over the latency budget "  # type: ignore[union-attr]
+        raise ConfigError(f"batch 1 takes {latency.predict(1):.2f} ms, over the latency budget "  # type: ignore[union-attr]
                          f"of {latency_budget_ms} ms")
     b = _largest_fitting(lambda n: fits_memory(n) and fits_latency(n), max_batch, power_of_two)
     nxt = b * 2 if power_of_two else b + 1
@@ -321,6 +323,6 @@ def batch_size_for_free_memory(fit: MemoryFit, *, device: str = "cpu",
     memory = min(allowed)
     try:
         return plan_batch(fit, memory, max_batch=max_batch, power_of_two=power_of_two).batch_size
-    except ValueError as exc:
+    except ConfigError as exc:
         logger.warning("%s; running with batch size 1", exc)
         return 1

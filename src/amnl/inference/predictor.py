@@ -24,10 +24,12 @@ from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
 from amnl.rundir import (
+    INFERENCE_FILES,
     MODEL_ID_LENGTH,
     ONNX_FILES,
     PREPROCESS_FILES,
     bundled_dir,
+    check_files,
     has_weights,
     model_id,
 )
@@ -136,6 +138,8 @@ class Predictor:
             onnx_file = path / ONNX_FILES.get(inference.precision, ONNX_FILES["fp32"])
         if onnx_file is not None:
             return cls._load_export(onnx_file, inference)
+        if not has_weights(path) and not any((path / f).is_file() for f in ONNX_FILES.values()):
+            check_files(path, INFERENCE_FILES, "a complete run directory")  # names what is missing
         if not has_weights(path):
             raise ModelError(f"{path}: no torch weights (model.safetensors); an exported folder "
                              "runs with --runtime onnx")

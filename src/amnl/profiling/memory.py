@@ -40,7 +40,7 @@ to start, which would distort the RSS of a process that calibrates its own batch
   ``ru_maxrss`` is used.
 
 Precisions: ``fp32``; ``bf16`` and ``fp16`` cast weights and inputs to that dtype (the model
-stored in half width, as the study's "FP16 halves memory" means; :class:`TorchEngine` instead
+stored in half width, as the study's "FP16 halves memory" means; :class:`~amnl.inference.runtime.TorchRuntime` instead
 autocasts an FP32 model); ``int8`` is PyTorch dynamic quantisation of Linear and LSTM layers
 (CPU only; attention and CNN stay FP32).
 """
@@ -276,7 +276,7 @@ def measure_memory(model: nn.Module, x: torch.Tensor, *, device: str = "cpu",
         x: the input batch (B, W, F) on ``device``.
         device: ``cpu`` or ``cuda[:i]``.
         autocast: autocast precision around the pass (``fp32`` = none), as
-            :class:`amnl.deploy.engines.TorchEngine` runs ``bf16``/``fp16``.
+            :class:`amnl.inference.runtime.TorchRuntime` runs ``bf16``/``fp16``.
         warmup: run one pass first so lazy initialisation is not measured.
 
     Returns:
@@ -339,7 +339,7 @@ def measure_call_peak(fn: Callable[[], Any], device: str = "cpu") -> int:
     """Transient peak bytes PyTorch's allocator reaches while ``fn()`` runs.
 
     The same methods as :func:`measure_memory` (allocator events on CPU, the caching
-    allocator's peak on CUDA), for any callable, e.g. a chunked ``TorchEngine`` call. Memory
+    allocator's peak on CUDA), for any callable, e.g. a chunked ``TorchRuntime`` call. Memory
     held before the call (weights) is not included.
 
     Raises:

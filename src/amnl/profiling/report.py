@@ -175,14 +175,17 @@ class ProfileReport:
             if f.precision == precision and f.window == window:
                 return f
         have = sorted({(f.precision, f.window) for f in self.fits})
-        raise ValueError(f"no fit for precision {precision} window {window}; have {have}")
+        raise ConfigError(f"no fit for precision {precision} window {window}; have {have}")
 
 
 def load_fits(path: str | Path) -> list[FitRow]:
     """The fits of a JSON file written by ``amnl profile --json``."""
-    data = json.loads(Path(path).read_text())
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}:col {exc.colno}: not valid JSON ({exc.msg})") from None
     if "fits" not in data:
-        raise ValueError(f"{path}: not an `amnl profile --json` file (no 'fits')")
+        raise ConfigError(f"{path}: not an `amnl profile --json` file (no 'fits')")
     return [FitRow.from_dict(d) for d in data["fits"]]
 
 

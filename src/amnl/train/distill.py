@@ -58,7 +58,7 @@ class TeacherTargets:
     @classmethod
     def load(cls, path: str | Path) -> TeacherTargets:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"teacher targets {path}: no such file (a relative path is read "
+            raise DataError(f"teacher targets {path}: no such file (a relative path is read "
                                     "from the working directory: run from the repository root)")
         try:
             with np.load(path, allow_pickle=False) as z:
