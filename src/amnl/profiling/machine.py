@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,10 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
         "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "threads": threads,
         "python": platform.python_version(), "platform": platform.platform(), "device": device,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
-    for mod in LIBRARIES:
+    for mod in LIBRARIES:  # read from the installed metadata: importing torch costs 200+ MB
         try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
+            info[mod] = version(mod)
+        except PackageNotFoundError:
             pass
     if device.startswith("cuda") and torch is not None:
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -21,7 +21,6 @@ from amnl.errors import ConfigError
 from amnl.inference.planner import LatencyFit, MemoryFit, fit_latency, fit_memory
 from amnl.model.precision import autocast as autocast_context
 
-logger = logging.getLogger(__name__)
 
 from amnl.profiling.machine import machine_info
 from amnl.profiling.memory import (
@@ -37,6 +36,8 @@ from amnl.profiling.memory import (
 )
 from amnl.profiling.rss import RSS_METHOD, measure_rss
 from amnl.profiling.tracking import LayerMemory
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "bf16", "int8"), "cuda": ("fp32", "fp16", "bf16")}
 DEFAULT_BATCH_SIZES = (1, 8, 32, 64, 128, 256, 512)

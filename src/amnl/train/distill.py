@@ -10,7 +10,7 @@ Honesty: teachers must have held out exactly the student's validation engines (s
 validated on; :meth:`TeacherTargets.check_split` enforces it. Test files are never read.
 The student's validation score is still optimistic next to an undistilled run's: the teachers'
 epochs were chosen on those same validation engines, and the student learns the chosen models
-(docs/results.md, "Distillation", measured that on C-MAPSS: students won on validation and not
+(docs/campaigns/08-distillation.md measured that on C-MAPSS: students won on validation and not
 on test).
 """
 
@@ -121,7 +121,8 @@ def compute_teacher_targets(runs: list[str | Path], data_dir: str | Path, *,
         DataError: no runs, or teachers that disagree on subset, window or validation engines.
     """
     from amnl.data.cmapss import load_subset
-    from amnl.inference.runtime import predict_windows
+    from amnl.config import DEFAULT_MEMORY_BUDGET_MB
+    from amnl.inference.runtime import TorchRuntime
     from amnl.rundir import load_run
 
     if not runs:
@@ -142,7 +143,10 @@ def compute_teacher_targets(runs: list[str | Path], data_dir: str | Path, *,
                   and np.array_equal(val_units, ref[2])):
             raise DataError(f"{run}: other windows or validation engines than {runs[0]} "
                              "(data.window, split_seed and val_fraction must match)")
-        rul, _ = predict_windows(model, w.arrays(), device=device)
+        # planner-sized batches, as every inference path of the CLI
+        runtime = TorchRuntime(model, device=device, batch_size="auto",
+                               memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB, window=cfg.data.window)
+        rul, _ = runtime(w.arrays())
         preds.append(rul)
     stack = np.stack(preds)
     return TeacherTargets(subset, ref[0], ref[1], stack.mean(0).astype(np.float32),
