@@ -159,13 +159,15 @@ def test_train_keeps_loss_and_seed_of_config_unless_given(trained, tmp_path):
     threads = torch.get_num_threads()  # training sets the process-wide count; restore it
     try:
         for extra, expected in (([], ("baseline", 3, 1)),
-                                (["--loss", "amnl", "--seed", "1", "--threads", "2"], ("amnl", 1, 2))):
+                                (["--loss", "amnl", "--seed", "1", "--threads", "2", "--device",
+                                  "auto"], ("amnl", 1, 2))):
             out = tmp_path / f"run{len(extra)}"
             res = runner.invoke(app, ["train", "--dataset", "FD001", "--data-dir", str(data),
                                       "--config", str(path), "--out", str(out), "--no-progress", *extra])
             assert res.exit_code == 0, res.output
             saved = json.loads((out / "config.json").read_text())["train"]
             assert (saved["loss"], saved["seed"], saved["threads"]) == expected
+            assert saved["device"] == "cpu"  # auto is resolved: the config names the device used
     finally:
         torch.set_num_threads(threads)
 

@@ -17,9 +17,9 @@ Bundled models use the same layout with FP16 weights and only :data:`INFERENCE_F
 exported folder (``amnl export``) holds ``model.onnx`` and/or ``model_int8.onnx`` beside
 :data:`PREPROCESS_FILES`. :func:`load_run` needs nothing else.
 
-This module imports only the standard library at load time: torch and safetensors are
-imported inside the functions that read or write weights, so the ONNX-only side can use the
-file names without torch.
+This module imports numpy and the preprocessing at load time, never torch: torch and
+safetensors are imported inside the functions that read or write weights, so the ONNX-only
+side uses this contract without torch.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amnl.errors import ModelError
+from amnl.features.pipeline import Preprocessor
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from amnl.config import RunConfig
-    from amnl.features.pipeline import Preprocessor
     from amnl.model.network import AMNL
 
 CONFIG_FILE = "config.json"
-PREPROCESS_STATE_FILE = "preprocess.npz"
-PREPROCESS_META_FILE = "preprocess.json"
+PREPROCESS_STATE_FILE = Preprocessor.STATE_FILE  # preprocess.npz
+PREPROCESS_META_FILE = Preprocessor.META_FILE  # preprocess.json
 WEIGHTS_FILE = "model.safetensors"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY_FILE = "metrics.json"
@@ -152,8 +152,6 @@ def load_config(directory: str | os.PathLike) -> RunConfig:
 
 def load_preprocessor(directory: str | os.PathLike, config: RunConfig) -> Preprocessor:
     """The fitted preprocessing saved in ``directory`` (numpy only, no torch)."""
-    from amnl.features.pipeline import Preprocessor
-
     check_files(directory, PREPROCESS_FILES, "a model folder")
     return Preprocessor.load(directory, config.data)
 

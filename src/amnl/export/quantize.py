@@ -48,10 +48,9 @@ def quantize_torch(model: nn.Module, *, inplace: bool = False) -> nn.Module:
 def quantize_onnx(src: str | Path, dst: str | Path) -> None:
     """Dynamic INT8 quantisation of an ONNX file (signed per-tensor weights, activations
     quantised per run), ``src`` -> ``dst``."""
-    from amnl.export.onnx import require
+    from amnl.extras import require
 
-    require("onnxruntime")
-    import onnxruntime.quantization as oq
+    oq = require("onnxruntime.quantization", "INT8 quantisation of an ONNX file")
 
     root = logging.getLogger()
     was_disabled, root.disabled = root.disabled, True  # it logs a pre-processing hint on root

@@ -20,7 +20,6 @@ from amnl.features.labels import health_labels
 from amnl.features.scaling import ConditionScaler
 from amnl.features.smoothing import smooth_engines
 from amnl.features.windows import window_index
-from amnl.rundir import PREPROCESS_META_FILE, PREPROCESS_STATE_FILE
 
 #: The age input is the cycle number divided by this (ages of 1-5, like the scaled sensors).
 CYCLE_SCALE = 100.0
@@ -71,8 +70,9 @@ class Preprocessor:
         (17731, 30, 14)
     """
 
-    STATE_FILE = PREPROCESS_STATE_FILE
-    META_FILE = PREPROCESS_META_FILE
+    #: Its files in a run directory (listed with the others in :mod:`amnl.rundir`).
+    STATE_FILE = "preprocess.npz"
+    META_FILE = "preprocess.json"
 
     def __init__(self, config: DataConfig | None = None) -> None:
         self.config = config or DataConfig()
