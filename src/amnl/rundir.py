@@ -171,6 +171,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Prepr
     Raises:
         ModelError: a required file is missing.
     """
+    import torch
     from safetensors.torch import load_file
 
     from amnl.model.network import AMNL
@@ -179,8 +180,9 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Prepr
     check_files(d, INFERENCE_FILES, "a complete run directory")
     cfg = load_config(d)
     pre = load_preprocessor(d, cfg)
-    model = AMNL(cfg.model)
+    with torch.device("meta"):  # no random initialisation to overwrite: 2 x 14 MB less RSS
+        model = AMNL(cfg.model)
     state = {k: v.float() if v.is_floating_point() else v
              for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
-    model.load_state_dict(state)
+    model.load_state_dict(state, assign=True)  # strict: every parameter and buffer is loaded
     return cfg, pre, model.to(device).eval()
