@@ -39,8 +39,7 @@ def test_bundled_models_follow_the_configs():
     and spell out every field, so that a change of a default cannot change a recipe."""
     from dataclasses import fields
 
-    from amnl.config import DataConfig, ModelConfig, TrainConfig
-    from amnl.config import RunConfig
+    from amnl.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
     configs = Path(__file__).resolve().parents[1] / "configs"
     for name in PRESENT:

@@ -21,11 +21,10 @@ from amnl.data.cmapss import load_subset
 from amnl.data.synthetic import write_fleet
 from amnl.export import onnx as ox
 from amnl.inference.onnx_runtime import ONNX_PRECISIONS, OnnxRuntime
-from amnl.rundir import ONNX_FILES
-from amnl.inference.runtime import TorchRuntime
 from amnl.inference.predictor import Predictor
+from amnl.inference.runtime import TorchRuntime
 from amnl.model.factory import MODEL_SIZES, create_model
-from amnl.rundir import load_run
+from amnl.rundir import ONNX_FILES, load_run
 from amnl.train.run import train_run
 
 runner = CliRunner()
@@ -183,9 +182,9 @@ def test_cli_export_refuses_to_mix_models_in_one_folder(tiny_run, tmp_path):
 @pytest.mark.needs_data
 def test_fp32_parity_on_real_fd001_test_windows(cmapss_dir, tmp_path):
     """The published base model (bundled weights when present, else a seeded random init)."""
-    from amnl.rundir import bundled_dir
     from amnl.errors import ModelError
     from amnl.features.pipeline import Preprocessor
+    from amnl.rundir import bundled_dir
 
     try:
         _cfg, pre, model = load_run(bundled_dir("FD001"))

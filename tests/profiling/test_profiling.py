@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from amnl.cli.app import app
 from amnl.inference.runtime import TorchRuntime
+from amnl.model.factory import create_model
 from amnl.profiling.memory import (
     make_input,
     measure_call_peak,
@@ -25,7 +26,6 @@ from amnl.profiling.memory import (
 from amnl.profiling.report import LAYER_TYPES, load_fits, profile_inference
 from amnl.profiling.rss import measure_rss
 from amnl.profiling.train_step import measure_training_step
-from amnl.model.factory import create_model
 
 B, W, F = 4, 30, 14
 

@@ -112,8 +112,8 @@ def test_history_inputs_train_and_serve_through_onnx(fleet, tmp_path):
     pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from amnl.data.cmapss import EngineTable, read_table
     from amnl.config import InferenceConfig
+    from amnl.data.cmapss import EngineTable, read_table
     from amnl.inference.predictor import Predictor
 
     cfg = _config(epochs=1)

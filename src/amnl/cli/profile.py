@@ -45,9 +45,10 @@ def _load_model(run_dir: Path | None, weights: str | None, random_init: bool, si
                 ) -> tuple[Any, dict, dict, list[str]]:
     """(FP32 model, description, RSS child source, notes) from the model options."""
     source = model_source(run_dir, weights, random_init, size=size)
-    notes = [f"no bundled model in this installation: profiling a randomly initialised {size} "
-             "model (memory and speed do not depend on the weights' values)"] \
-        if source.random and not random_init else []
+    notes = []
+    if source.random and not random_init:
+        notes.append(f"no bundled model in this installation: profiling a randomly initialised "
+                     f"{size} model (memory and speed do not depend on the weights' values)")
     info = ({"source": "random-init", "size": source.size} if source.random else
             {"source": source.label, "path": str(source.directory)})
     return source.load_model(), info, source.rss_source(), notes

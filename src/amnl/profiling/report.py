@@ -20,8 +20,6 @@ from amnl.config import INFERENCE_PRECISIONS, MB
 from amnl.errors import ConfigError
 from amnl.inference.planner import LatencyFit, MemoryFit, fit_latency, fit_memory
 from amnl.model.precision import autocast as autocast_context
-
-
 from amnl.profiling.machine import machine_info
 from amnl.profiling.memory import (
     CPU_METHOD,

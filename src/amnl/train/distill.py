@@ -120,8 +120,8 @@ def compute_teacher_targets(runs: list[str | Path], data_dir: str | Path, *,
     Raises:
         DataError: no runs, or teachers that disagree on subset, window or validation engines.
     """
-    from amnl.data.cmapss import load_subset
     from amnl.config import DEFAULT_MEMORY_BUDGET_MB
+    from amnl.data.cmapss import load_subset
     from amnl.inference.runtime import TorchRuntime
     from amnl.rundir import load_run
 
