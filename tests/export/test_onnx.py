@@ -88,8 +88,9 @@ def test_int8_quantizes_every_weight_matrix_heads_included(tiny_run, exported, t
     assert counts["float_matmul"] == 2  # attention scores and pooling: activations only
     graph = onnx.load(str(exported["int8"])).graph
     float_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
-    int8_weights = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
-    for prefix in HEAD_PREFIXES:  # every head layer's weight is INT8, none left in FP32
+    int8_weights = {i.name for i in graph.initializer
+                    if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
+    for prefix in HEAD_PREFIXES:  # every head layer's weight is 8-bit, none left in FP32
         assert any(n.startswith(f"{prefix}0_w") for n in int8_weights), prefix
         assert not any(n.startswith(prefix) and n.endswith("_w") for n in float_weights), prefix
     _cfg, _pre, model = load_run(tiny_run[0])
@@ -150,13 +151,47 @@ def test_cli_export_end_to_end(tiny_run, tmp_path):
     run = tiny_run[0]
     out = tmp_path / "export" / "model_int8.onnx"
     res = runner.invoke(app, ["export", "--format", "onnx", "--int8", "--run", str(run),
-                              "--out", str(out)])
+                              "--out", str(out), "--data-dir", str(tiny_run[1])])
     assert res.exit_code == 0, res.output
     assert out.is_file() and (out.parent / "preprocess.npz").is_file()
-    assert '"DynamicQuantizeLSTM": 2' in res.output and "parity vs PyTorch" in res.output
+    assert '"DynamicQuantizeLSTM": 2' in res.output
+    assert "parity vs PyTorch FP32 on" in res.output and "windows of test_FD001.txt" in res.output
     res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
                               str(tiny_run[1]), "--runtime", "onnx", "--precision", "int8", "--json"])
     assert res.exit_code == 0, res.output
+
+
+def test_cli_export_fails_and_removes_the_file_when_parity_is_off(tiny_run, tmp_path, monkeypatch):
+    """An export outside the parity limits is not left behind looking usable."""
+    monkeypatch.setitem(ox.PARITY_LIMITS, "int8", {"rul_p99": 1e-9, "rul_max": 1e-9})
+    out = tmp_path / "model_int8.onnx"
+    res = runner.invoke(app, ["export", "--int8", "--run", str(tiny_run[0]), "--out", str(out),
+                              "--data-dir", str(tiny_run[1])])
+    assert res.exit_code == 2 and "the int8 export is off from PyTorch FP32" in res.stderr
+    assert "p99 |dRUL|" in res.stderr and not out.exists()
+    # random windows (no real ones at hand) are printed, not held against the limits
+    res = runner.invoke(app, ["export", "--int8", "--run", str(tiny_run[0]), "--out", str(out),
+                              "--data-dir", str(tmp_path / "no-data")])
+    assert res.exit_code == 0 and "random windows" in res.output and out.exists()
+
+
+def test_int8_weights_cannot_saturate_without_vnni(exported):
+    """Every MatMul's weights are unsigned (U8U8), and the LSTMs' signed weights use 7 bits:
+    neither can overflow the int16 pair sums of x86 kernels without VNNI (255 * 2 * 63 < 2^15)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exported["int8"])).graph
+    init = {i.name: i for i in graph.initializer}
+    matmuls = [n.input[1] for n in graph.node if n.op_type == "MatMulInteger"]
+    assert len(matmuls) == N_MATMUL_WEIGHTS
+    assert {init[w].data_type for w in matmuls} == {onnx.TensorProto.UINT8}
+    lstms = [n for n in graph.node if n.op_type == "DynamicQuantizeLSTM"]
+    assert len(lstms) == 2
+    for node in lstms:
+        for w in node.input[1:3]:  # input and recurrent weights
+            values = numpy_helper.to_array(init[w])
+            assert values.dtype == np.int8 and int(np.abs(values.astype(int)).max()) <= 64
 
 
 @pytest.mark.parametrize("args, message", [
@@ -250,3 +285,15 @@ def test_time_calls_runs_min_reps_without_time_budget(caplog):
     times = time_calls(lambda: calls.append(1), seconds=0.0, min_reps=5, warmup=1)
     assert len(times) == 5 and len(calls) == 6
     assert "looks busy" not in caplog.text
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("name", ["FD001", "FD002", "FD003", "FD004"])
+def test_bundled_int8_export_passes_parity_on_real_windows_on_this_host(name, cmapss_dir, tmp_path):
+    """`amnl export --int8` of each bundled model, checked on its test file's windows against
+    PyTorch FP32 on whatever host runs the tests (the command fails when it is off)."""
+    out = tmp_path / "model_int8.onnx"
+    res = runner.invoke(app, ["export", "--int8", "--weights", name, "--out", str(out),
+                              "--data-dir", str(cmapss_dir)])
+    assert res.exit_code == 0, res.output
+    assert f"windows of test_{name}.txt" in res.output and out.is_file()
