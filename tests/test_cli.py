@@ -69,6 +69,27 @@ def test_user_errors_are_one_line_bugs_keep_their_traceback(monkeypatch, tmp_pat
     assert "error: a bug" not in res.output
 
 
+def test_evaluate_scores_the_runs_own_subset(tmp_path):
+    """--run without --dataset scores the subset the run was trained on; --dataset another one
+    is done as asked, with a warning."""
+    data = tmp_path / "data"
+    write_fleet(data, "FD003", n_train=8, n_test=3, seed=4)
+    write_fleet(data, "FD001", n_train=8, n_test=5, seed=4)
+    run = tmp_path / "run3"
+    res = runner.invoke(app, ["train", "--dataset", "FD003", "--data-dir", str(data), "--config",
+                              str(REPO / "configs" / "tiny.json"), "--epochs", "1", "--out", str(run),
+                              "--no-progress"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--data-dir", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["dataset"] == "FD003" and json.loads(res.stdout)["n_engines"] == 3
+    assert "warning" not in res.stderr
+    res = runner.invoke(app, ["evaluate", "--run", str(run), "--dataset", "FD001", "--data-dir",
+                              str(data), "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["n_engines"] == 5
+    assert "trained on FD003; scoring it on FD001" in res.stderr
+
+
 def test_size_with_config_is_an_error(tmp_path):
     res = runner.invoke(app, ["train", "--config", str(REPO / "configs" / "tiny.json"), "--size",
                               "base", "--data-dir", str(tmp_path), "--no-progress"])

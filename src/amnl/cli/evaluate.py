@@ -11,7 +11,6 @@ import typer
 
 from amnl.cli.options import (
     DataDir,
-    Dataset,
     Device,
     Precision,
     RunDir,
@@ -42,7 +41,9 @@ def _predictor(run_dir: Path | None, weights: str | None, default: str | None, r
 
 
 def evaluate(
-    dataset: Dataset = "FD001",
+    dataset: Annotated[str | None, typer.Option(
+        "--dataset", "-d", help="Subset to score: FD001..FD004 (default: the model's own subset; "
+                                "FD001 for the bundled default).")] = None,
     run_dir: RunDir = None,
     weights: Weights = None,
     data_dir: DataDir = None,
@@ -62,8 +63,14 @@ def evaluate(
     from amnl.evaluate.evaluate import evaluate_test
     from amnl.evaluate.report import write_report
 
-    name = run(check_subset_name, dataset)
-    predictor = _predictor(run_dir, weights, name, runtime, precision, device, threads)
+    asked = run(check_subset_name, dataset) if dataset is not None else None
+    default = asked or (run(check_subset_name, weights) if weights else "FD001")
+    predictor = _predictor(run_dir, weights, default, runtime, precision, device, threads)
+    trained_on = predictor.config.data.subset
+    name = asked or trained_on
+    if name != trained_on:
+        typer.echo(f"warning: the model was trained on {trained_on}; scoring it on {name} as "
+                   "asked (--dataset)", err=True)
     subset = run(load_subset, resolve_data_dir(data_dir), name, train=False)
     report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows)
     metrics = {"dataset": name, "runtime": runtime, "precision": precision,
