@@ -111,15 +111,20 @@ def predict(
         raise fail(f"--format must be json or csv, got {fmt!r}")
     predictor = _predictor(run_dir, weights, None, runtime, precision, device, threads)
     table = run(read_histories, input, predictor.preprocessor.feature_names)
-    records = predictor.predict_table(table).records()
+    predictions = run(predictor.predict_table, table)
+    records = predictions.records()
     if fmt == "json":
-        typer.echo(json.dumps(records, indent=2))
+        typer.echo(json.dumps(records, indent=2, allow_nan=False))
     else:
         import csv
 
         w = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
         w.writeheader()
-        w.writerows(records)
+        w.writerows({**r, "warnings": "; ".join(r["warnings"])} for r in records)
+    if predictions.n_flagged:
+        typer.echo(f"warning: {predictions.n_flagged} of {len(records)} units are outside the "
+                   "model's training range; their `warnings` say how, and their predictions "
+                   "are guesses", err=True)
 
 
 def register(app: typer.Typer) -> None:

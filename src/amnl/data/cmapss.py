@@ -210,6 +210,11 @@ def validate_units(values: np.ndarray, path: str, *, cycles_start_at_one: bool =
         r = back[0]
         raise DataError(f"units out of order: unit {int(unit[r])} after unit {int(unit[r - 1])}",
                         path=path, line=int(r) + first_line, column=1)
+    below = np.flatnonzero(cycle < 1)
+    if below.size:
+        r = below[0]
+        raise DataError(f"cycle {int(cycle[r])} of unit {int(unit[r])}: cycles count from 1",
+                        path=path, line=int(r) + first_line, column=2)
     if cycles_start_at_one:
         bad_start = np.flatnonzero(new_unit & (cycle != 1))
         if bad_start.size:
@@ -336,6 +341,12 @@ def read_histories(path: str | os.PathLike, required: list[str] | None = None) -
         validate_units(values, str(p), cycles_start_at_one=False)
         return EngineTable(str(p), values)
     header = [h.strip() for h in lines[0].split(",")]
+    seen: set[str] = set()
+    for j, name in enumerate(header, start=1):
+        if name in seen and name in COLUMNS:
+            raise DataError(f"column {name!r} appears twice in the header; which one holds the "
+                            "readings is ambiguous", path=str(p), line=1, column=j)
+        seen.add(name)
     needed = ["unit", "cycle", *SETTING_COLUMNS, *(required or [])]
     missing = [c for c in dict.fromkeys(needed) if c not in header]
     if missing:

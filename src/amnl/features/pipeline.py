@@ -13,7 +13,7 @@ import numpy as np
 
 from amnl.config import DataConfig
 from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
-from amnl.errors import NotFittedError
+from amnl.errors import DataError, NotFittedError
 from amnl.features.baseline import baseline_deviation
 from amnl.features.conditions import OperatingConditions
 from amnl.features.labels import health_labels
@@ -117,7 +117,26 @@ class Preprocessor:
                                         self.config.slow_smoothing))
         if self.config.cycle_feature:
             parts.append((table.cycle / CYCLE_SCALE).astype(x.dtype)[:, None])
-        return np.concatenate(parts, axis=1) if len(parts) > 1 else x
+        out = np.concatenate(parts, axis=1) if len(parts) > 1 else x
+        self._check_finite(out, scaled, table)
+        return out
+
+    def _check_finite(self, out: np.ndarray, scaled: np.ndarray, table: EngineTable) -> None:
+        """A value that is not finite once scaled (e.g. 1e308 in a sensor) cannot give a right
+        prediction: reject it, naming the unit, cycle and column."""
+        if np.isfinite(out).all():
+            return
+        bad_scaled = ~np.isfinite(scaled)
+        rows = np.flatnonzero(bad_scaled.any(1)) if bad_scaled.any() else \
+            np.flatnonzero(~np.isfinite(out).all(1))
+        r = int(rows[0])
+        col = self.feature_names[int(np.flatnonzero(bad_scaled[r])[0])] if bad_scaled[r].any() \
+            else "a smoothed feature"
+        raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: {col} "
+                        f"({table.columns([col])[r, 0]:g}) is not finite once scaled by the "
+                        "training statistics" if col in self.feature_names else
+                        f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: {col} is not "
+                        "finite (a value too large for the smoothing)", path=table.path)
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
                 last_only: bool = False, rul_after_end: np.ndarray | None = None,

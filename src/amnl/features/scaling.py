@@ -44,7 +44,8 @@ class ConditionScaler:
         x = np.asarray(x, dtype=np.float64)
         if x.shape[1] != self.mean_.shape[1]:
             raise DataError(f"expected {self.mean_.shape[1]} features, got {x.shape[1]}")
-        return ((x - self.mean_[conditions]) / self.scale_[conditions]).astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite results are rejected
+            return ((x - self.mean_[conditions]) / self.scale_[conditions]).astype(np.float32)
 
     def get_state(self) -> dict[str, np.ndarray]:
         """Fitted state as plain arrays (saved in ``preprocess.npz``)."""

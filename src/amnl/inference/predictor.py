@@ -19,7 +19,7 @@ import numpy as np
 
 from amnl.config import InferenceConfig, RunConfig
 from amnl.data.cmapss import SUBSETS, EngineTable
-from amnl.errors import ModelError
+from amnl.errors import DataError, ModelError
 from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
@@ -43,20 +43,34 @@ SOURCE_HELP = ("a bundled model name (FD001..FD004), a run directory (`amnl trai
 
 @dataclass
 class Predictions:
-    """Per-engine predictions."""
+    """Per-engine predictions.
+
+    Attributes:
+        warnings: per unit, what in its input lies outside the model's training range
+            (:mod:`amnl.inference.checks`); empty lists when nothing does.
+    """
 
     unit: np.ndarray
     rul: np.ndarray
     probabilities: np.ndarray
+    warnings: list[list[str]] = field(default_factory=list)
 
     @property
     def health(self) -> list[str]:
         return [HEALTH_CLASSES[i] for i in self.probabilities.argmax(1)]
 
+    @property
+    def n_flagged(self) -> int:
+        """Units with at least one warning."""
+        return sum(bool(w) for w in self.warnings)
+
     def records(self) -> list[dict]:
+        warnings = self.warnings or [[] for _ in self.unit]
         return [{"unit": int(u), "rul": round(float(r), 3), "health": h,
-                 **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)}}
-                for u, r, h, probs in zip(self.unit, self.rul, self.health, self.probabilities)]
+                 **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)},
+                 "warnings": w}
+                for u, r, h, probs, w in zip(self.unit, self.rul, self.health,
+                                             self.probabilities, warnings)]
 
 
 def resolve_source(source: str | os.PathLike | None) -> Path:
@@ -193,7 +207,20 @@ class Predictor:
         return self.runtime(x)
 
     def predict_table(self, table: EngineTable) -> Predictions:
-        """One prediction per engine, from the window ending at its last cycle."""
+        """One prediction per engine, from the window ending at its last cycle, with the
+        warnings of each unit whose input lies outside the model's training range.
+
+        Raises:
+            DataError: an input that cannot be right (non-finite once scaled) or a prediction
+                that is not a number.
+        """
+        from amnl.inference.checks import unit_warnings
+
         w = self.preprocessor.windows(table, last_only=True)
         rul, prob = self(w.arrays())
-        return Predictions(w.unit, rul, prob)
+        bad = np.flatnonzero(~(np.isfinite(rul) & np.isfinite(prob).all(1)))
+        if bad.size:
+            raise DataError(f"unit {int(w.unit[bad[0]])}: the model's output is not a number; "
+                            "its readings are far outside anything it was trained on",
+                            path=table.path)
+        return Predictions(w.unit, rul, prob, unit_warnings(self.preprocessor, self.config, table))
