@@ -204,3 +204,41 @@ def test_train_extra_train_rejects_bad_subsets(trained):
                               str(REPO / "configs" / "tiny.json"), "--extra-train", "FD003",
                               "--epochs", "1", "--no-progress", "--out", str(data.parent / "x")])
     assert res.exit_code == 2 and "train_FD003.txt" in res.output, res.output
+
+
+def test_train_refuses_to_overwrite_a_run_unless_forced(trained, tmp_path):
+    data, run = trained
+    base = ["train", "--dataset", "FD001", "--data-dir", str(data), "--config",
+            str(REPO / "configs" / "tiny.json"), "--epochs", "1", "--no-progress"]
+    before = (run / "model.safetensors").read_bytes()
+    res = runner.invoke(app, [*base, "--out", str(run)])
+    assert res.exit_code == 2 and "already holds a finished run" in res.stderr
+    assert (run / "model.safetensors").read_bytes() == before  # nothing touched
+    copy = tmp_path / "again"
+    assert runner.invoke(app, [*base, "--out", str(copy)]).exit_code == 0
+    res = runner.invoke(app, [*base, "--out", str(copy), "--force"])
+    assert res.exit_code == 0, res.output
+    (tmp_path / "file").write_text("x")
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "file")])
+    assert res.exit_code == 2 and "is a file, not a run directory" in res.stderr
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "fp16"), "--precision", "fp16"])
+    assert res.exit_code == 2 and "fp16 needs CUDA" in res.stderr
+    assert not (tmp_path / "fp16").exists()  # refused before anything is written
+
+
+def test_version_and_the_same_csv_numbers_everywhere(trained, tmp_path):
+    from amnl import __version__
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"amnl {__version__}"
+    data, run = trained
+    res = runner.invoke(app, ["predict", "--input", str(data / "test_FD001.txt"), "--run", str(run),
+                              "--format", "csv"])
+    assert res.exit_code == 0, res.output
+    predicted = list(csv.DictReader(io.StringIO(res.stdout)))
+    assert runner.invoke(app, ["evaluate", "--run", str(run), "--data-dir", str(data), "--out",
+                               str(tmp_path)]).exit_code == 0
+    evaluated = list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))
+    for p, e in zip(predicted, evaluated):
+        assert p["rul"] == e["pred_rul"] and p["p_healthy"] == e["p_healthy"]
+        assert len(p["p_critical"].split(".")[1]) == 5

@@ -20,6 +20,8 @@ in :mod:`.options`.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from amnl.cli import bench, evaluate, export, info, profile, train
@@ -28,6 +30,21 @@ from amnl.cli.data import data_app
 app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
                   help="Remaining useful life and health state for machine fleets (AMNL, C-MAPSS).")
 app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from amnl import __version__
+
+        typer.echo(f"amnl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+          ) -> None:
+    """Remaining useful life and health state for machine fleets (AMNL, C-MAPSS)."""
 for module in (info, train, evaluate, export, bench, profile):
     module.register(app)
 

@@ -120,7 +120,9 @@ def predict(
 
         w = csv.DictWriter(sys.stdout, fieldnames=list(records[0]))
         w.writeheader()
-        w.writerows({**r, "warnings": "; ".join(r["warnings"])} for r in records)
+        # the numbers as evaluate's predictions.csv writes them: RUL to 3 decimals, p to 5
+        w.writerows({**r, "rul": f"{r['rul']:.3f}", **{k: f"{r[k]:.5f}" for k in r if k.startswith("p_")},
+                     "warnings": "; ".join(r["warnings"])} for r in records)
     if predictions.n_flagged:
         typer.echo(f"warning: {predictions.n_flagged} of {len(records)} units are outside the "
                    "model's training range; their `warnings` say how, and their predictions "

@@ -76,6 +76,7 @@ def train(
     device: Annotated[str | None, typer.Option(
         help="cpu, cuda or auto (default: the --config's, else cpu); saved in the config.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite a run already in --out.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     teacher_targets: Annotated[Path | None, typer.Option(
         help="Distil from teachers: a file from `amnl distill-targets`.")] = None,
@@ -108,9 +109,10 @@ def train(
     if progress:
         with ProgressBar(key) as bar:
             summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
-                          callback=bar)
+                          force=force, callback=bar)
     else:
-        summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume)
+        summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
+                      force=force)
     if summary["interrupted"]:
         typer.echo(f"interrupted after epoch {summary['epochs_run']}; resume with: "
                    f"amnl train --dataset {name} --out {out} --resume")

@@ -17,7 +17,7 @@ so that dynamic INT8 quantisation reaches every weight matrix (:class:`_ExportNe
   only rewrites ``MatMul``, ``Conv``, ``LSTM`` and ``Attention``, so this is what makes the
   funnel and both heads INT8 too.
 
-Outputs: ``rul`` (N,) in cycles, clamped at 0 as in eval mode, and ``health`` (N, 3) softmax
+Outputs: ``rul`` (N,) in cycles, clamped to [0, RUL cap] as in eval mode, and ``health`` (N, 3) softmax
 probabilities, the same contract as :class:`amnl.inference.runtime.TorchRuntime`.
 
 ``onnx``, ``onnxruntime`` and ``torch`` are imported inside the functions that need them. The
@@ -67,7 +67,8 @@ META_WINDOW = "amnl.window"
 META_PRECISION = "amnl.precision"
 META_FORMAT = "amnl.format"
 #: Bumped whenever the exported graph changes, so cached files of an older layout are rebuilt
-#: (2: INT8 that cannot saturate on x86 without VNNI; see :mod:`amnl.export.quantize`).
+#: (2: INT8 that cannot saturate on x86 without VNNI, see :mod:`amnl.export.quantize`; RUL
+#: clamped to [0, cap]).
 FORMAT_VERSION = "2"
 #: How far an export may be from PyTorch FP32 on real windows, cycles of RUL: the largest
 #: difference for FP32, and for INT8 the 99th percentile and the largest. The shipped INT8
@@ -157,6 +158,7 @@ def _export_net(model: AMNL) -> torch.nn.Module:
             self.funnel = self._stack("funnel", dense_params(net.funnel))
             # the head predicts RUL / rul_scale: the scale is folded into its last layer
             self.rul_head = self._stack("rul", dense_params(net.rul_head, cfg.rul_scale))
+            self.cap = float(cfg.rul_scale)  # the RUL cap: eval-mode outputs lie in [0, cap]
             self.health_head = self._stack("health", dense_params(net.health_head))
 
         def _buffer(self, name: str, value: torch.Tensor) -> torch.Tensor:
@@ -192,7 +194,7 @@ def _export_net(model: AMNL) -> torch.nn.Module:
             z = nn.functional.layer_norm(last + a @ self.wo + self.bo, self.norm_shape,
                                          self.norm_w, self.norm_b, self.norm_eps)
             z = self._mlp(z, self.funnel)  # (B, 32)
-            rul = torch.relu(self._mlp(z, self.rul_head)).squeeze(-1)  # (B,)
+            rul = self._mlp(z, self.rul_head).clamp(0.0, self.cap).squeeze(-1)  # (B,) in [0, cap]
             return rul, torch.softmax(self._mlp(z, self.health_head), dim=-1)  # (B,), (B, 3)
 
     return _ExportNet(model).eval()

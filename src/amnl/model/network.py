@@ -16,7 +16,7 @@ from amnl.config import ModelConfig
 
 class Output(NamedTuple):
     rul: torch.Tensor
-    """(B,) remaining useful life in cycles; >= 0 in eval mode."""
+    """(B,) remaining useful life in cycles; in [0, rul_scale] (the RUL cap) in eval mode."""
     health: torch.Tensor
     """(B, n_health) health-state logits."""
 
@@ -99,8 +99,8 @@ class AMNL(nn.Module):
 
     def forward_heads(self, z: torch.Tensor) -> Output:
         rul = self.rul_head(z).squeeze(-1) * self.config.rul_scale  # (B,)
-        if not self.training:
-            rul = rul.clamp_min(0.0)
+        if not self.training:  # a RUL is in [0, cap]: the labels are capped (data.rul_cap)
+            rul = rul.clamp(0.0, self.config.rul_scale)
         return Output(rul, self.health_head(z))
 
     def forward(self, x: torch.Tensor) -> Output:

@@ -47,7 +47,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
-              callback: ProgressCallback | None = None) -> dict:
+              force: bool = False, callback: ProgressCallback | None = None) -> dict:
     """Fit preprocessing on training engines, train, and write the run directory.
 
     Args:
@@ -56,6 +56,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         data_dir: folder of the C-MAPSS files (only ``train_FDxxx.txt`` is read).
         out_dir: the run directory (created).
         resume: continue an interrupted run in ``out_dir`` (its ``config.json`` wins).
+        force: overwrite a run directory that already holds a run.
         callback: progress of the training loop (:class:`amnl.train.trainer.Progress`).
 
     Returns:
@@ -65,6 +66,12 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         ConfigError: nothing to resume. DataError: the data files are missing or malformed.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: is a file, not a run directory; choose another --out")
+    if not resume and not force and (out / CONFIG_FILE).exists():
+        what = "a finished run" if (out / SUMMARY_FILE).exists() else "an unfinished run"
+        raise ConfigError(f"{out} already holds {what}; continue it with --resume, overwrite it "
+                          "with --force, or choose another --out")
     if resume:
         if not (out / CHECKPOINT_FILE).is_file():
             raise ConfigError(f"{out}: nothing to resume (no {CHECKPOINT_FILE}); drop --resume")
@@ -72,6 +79,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     device = pick_device(config.train.device)
     if device != config.train.device:
         config = replace(config, train=replace(config.train, device=device))
+    if config.train.precision == "fp16" and device == "cpu":
+        raise ConfigError("train.precision fp16 needs CUDA (its loss scaling is a GPU feature); "
+                          "use bf16 or fp32 on the CPU")
     targets = None
     if config.train.distill > 0:  # read before anything is written; a resumed run reads its copy
         targets = TeacherTargets.load(out / TARGETS_FILE if resume else config.train.teacher_targets)
