@@ -26,8 +26,9 @@ HEALTH_THRESHOLDS = (80.0, 30.0)
 
 #: Dual losses by name (built by :func:`amnl.train.losses.create_loss`).
 LOSSES = ("amnl", "amnl-normalized", "baseline", "gaba", "grace")
-#: Training autocast precisions.
-TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
+#: Training autocast precisions; ``auto`` picks bf16 where the device runs it natively, else
+#: fp32 (:func:`amnl.train.run.choose_precision`).
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 #: Inference runtimes and the precisions each runs.
 RUNTIMES = ("torch", "onnx")
 RUNTIME_PRECISIONS: dict[str, tuple[str, ...]] = {"torch": ("fp32", "bf16", "fp16", "int8"),
@@ -169,8 +170,10 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     """Upper bound of the EMA decay; warmed up as min(decay, (1 + t) / (10 + t))."""
-    precision: str = "bf16"
-    """Autocast precision: fp32, bf16 (CPU/GPU) or fp16 (GPU)."""
+    precision: str = "auto"
+    """Autocast precision: fp32, bf16 (CPU/GPU), fp16 (GPU), or auto: bf16 where the device runs
+    it natively (a CPU with AVX-512 BF16 or AMX, most GPUs), else fp32. The saved config names
+    the one used."""
     device: str = "cpu"
     """Where the run trains: ``cpu`` or ``cuda[:i]`` (``auto`` is resolved before the run
     starts, so the saved config names the device used)."""

@@ -297,3 +297,19 @@ def test_bundled_int8_export_passes_parity_on_real_windows_on_this_host(name, cm
                               "--data-dir", str(cmapss_dir)])
     assert res.exit_code == 0, res.output
     assert f"windows of test_{name}.txt" in res.output and out.is_file()
+
+
+def test_bench_measures_only_what_is_asked_and_checks_out_first(tmp_path):
+    """Peaks only for the precisions asked, each within --seconds; a bad --out fails at once."""
+    import time
+
+    out = tmp_path / "b.json"
+    t0 = time.perf_counter()
+    res = runner.invoke(app, ["bench", "--random-init", "--size", "tiny", "--runtimes", "onnx:int8",
+                              "--windows", "8", "--seconds", "0.05", "--no-rss", "--threads", "1",
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(json.loads(out.read_text())["peaks"]) == ["int8"]
+    assert time.perf_counter() - t0 < 60
+    res = runner.invoke(app, ["bench", "--random-init", "--size", "tiny", "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "is a folder" in res.stderr and "matmul peak" not in res.output

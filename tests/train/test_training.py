@@ -88,6 +88,24 @@ def test_balanced_sampling_and_selection_metric(fleet, tmp_path):
         TrainConfig(select_metric="mae")
 
 
+def test_fp16_is_refused_on_the_cpu_and_auto_says_why(fleet, tmp_path):
+    """fp16 training needs CUDA (as inference does); auto picks bf16 only where it is native."""
+    from amnl.errors import ConfigError
+    from amnl.profiling.machine import native_bf16
+    from amnl.train.run import choose_precision
+
+    with pytest.raises(ConfigError, match="fp16 needs CUDA"):
+        train_run(_config(epochs=1, precision="fp16", device="cpu"), fleet, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    native, _ = native_bf16("cpu")
+    chosen, why = choose_precision("auto", "cpu")
+    assert chosen == ("bf16" if native else "fp32") and why.startswith(f"auto: {chosen}")
+    summary = train_run(_config(epochs=1, precision="auto"), fleet, tmp_path / "auto")
+    assert summary["precision"] == chosen
+    assert RunConfig.load(tmp_path / "auto" / "config.json").train.precision == chosen
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="fp16 training needs CUDA")
 def test_fp16_uses_loss_scaling_and_resumes_it(fleet, tmp_path, monkeypatch):
     import torch
 
@@ -97,12 +115,12 @@ def test_fp16_uses_loss_scaling_and_resumes_it(fleet, tmp_path, monkeypatch):
                         lambda self, loss: scaled.append(self.is_enabled()) or real_scale(self, loss))
     run = tmp_path / "run"
     restore = _ctrl_c_in_second_validation(monkeypatch)
-    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run)
+    summary = train_run(_config(epochs=2, precision="fp16", device="cuda"), fleet, run)
     assert summary["interrupted"] and scaled and all(scaled)
     saved = torch.load(run / "checkpoint.pt", weights_only=True)
     assert saved["scaler"]["scale"] > 0  # the loss scale travels with the checkpoint
     restore()
-    summary = train_run(_config(epochs=2, precision="fp16"), fleet, run, resume=True)
+    summary = train_run(_config(epochs=2, precision="fp16", device="cuda"), fleet, run, resume=True)
     assert summary["epochs_run"] == 2 and summary["val_rmse"] < 1e3
 
 

@@ -54,9 +54,10 @@ def bench(
     window_list = tuple(csv_list(windows, "--windows", int))
     if min(window_list) < 1:
         raise fail(f"--windows must be positive, got {windows!r}")
+    out = out or DEFAULT_BENCH_OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    _check_writable(out)  # before minutes of measuring
     source = model_source(run_dir, weights, random_init, size=size)
     model = source.load_model()
-    out = out or DEFAULT_BENCH_OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     label = str(source.directory) if source.directory else source.label
     result = run(run_bench, model, source=label, windows=window_list, specs=specs,
                  threads=threads, rss_source=source.rss_source() if rss else None, out=out,
@@ -66,6 +67,20 @@ def bench(
     typer.echo("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["peaks"].items()))
     typer.echo(result["table"])
     typer.echo(f"wrote {out}")
+
+
+def _check_writable(out: Path) -> None:
+    import os
+
+    if out.is_dir():
+        raise fail(f"--out {out} is a folder; name the JSON file to write")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"--out {out}: cannot create {folder} ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise fail(f"--out {out}: {folder} is not writable")
 
 
 def register(app: typer.Typer) -> None:

@@ -68,7 +68,9 @@ def train(
     size: Annotated[str | None, typer.Option(
         help=f"Model size: base or tiny (default {DEFAULT_SIZE}); not with --config, whose "
              "model section fixes it.")] = None,
-    precision: Annotated[str | None, typer.Option(help="Mixed precision: fp32, bf16 or fp16 (CUDA).")] = None,
+    precision: Annotated[str | None, typer.Option(
+        help="Mixed precision: auto (bf16 where the device runs it natively, else fp32), fp32, "
+             "bf16 or fp16 (CUDA). Default: the --config's, else auto.")] = None,
     grad_checkpoint: Annotated[bool, typer.Option(help="Recompute BiLSTM/attention in backward (less memory).")] = False,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
     threads: Annotated[int | None, typer.Option(
@@ -90,8 +92,8 @@ def train(
     from amnl.config import RunConfig, build_run_config
     from amnl.data.cmapss import check_subset_name
     from amnl.data.paths import resolve_data_dir
-    from amnl.inference.runtime import set_threads
-    from amnl.train.run import train_run
+    from amnl.inference.runtime import pick_device, set_threads
+    from amnl.train.run import choose_precision, train_run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     name = run(check_subset_name, dataset)
@@ -105,6 +107,8 @@ def train(
               teacher_targets=None if teacher_targets is None else str(teacher_targets))
     out = out or Path("runs") / f"{name}-{cfg.train.loss}-s{cfg.train.seed}"
     set_threads(cfg.train.threads)
+    chosen, why = run(choose_precision, cfg.train.precision, run(pick_device, cfg.train.device))
+    typer.echo(f"training precision: {why}", err=True)
     key = f"val_{cfg.train.select_metric}"
     if progress:
         with ProgressBar(key) as bar:

@@ -292,8 +292,9 @@ def run_bench(model: Any, *, source: str, windows: tuple[int, ...] = DEFAULT_WIN
     """
     threads = resolve_threads(threads)
     t0 = time.perf_counter()
-    with _CpuShare() as share:
-        peaks = matmul_peaks(threads)
+    with _CpuShare() as share:  # only the precisions asked for, each within the latency seconds
+        peaks = matmul_peaks(threads, tuple(dict.fromkeys(p for _, p in specs)),
+                             seconds=max(latency_seconds, 0.2))
     rows = bench_runtimes(model, windows=windows, specs=specs, threads=threads, peaks=peaks,
                           rss_source=rss_source, latency_seconds=latency_seconds,
                           throughput_seconds=throughput_seconds)

@@ -19,39 +19,68 @@ INPUT_SEED = 0
 PEAK_FOR_PRECISION = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "int8": "int8"}
 
 
-def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
+#: GEMM sides tried, smallest first: a size is only measured while the smaller one took less
+#: than its share of the time budget, so an emulated precision (bf16 on a CPU without it:
+#: seconds per 2048 GEMM) stays within ``seconds``.
+PEAK_GEMM_SIZES = (256, 512, 1024, PEAK_GEMM_SIZE)
+#: Seconds per precision when none are given.
+PEAK_SECONDS = 2.0
+
+
+def _best_rate(make: Callable[[int], Callable[[], Any]], seconds: float,
+               repeats: int = PEAK_GEMM_REPEATS) -> float:
+    """Best FLOP/s of ``make(n)()`` (an ``n x n`` GEMM) over growing ``n``, within ``seconds``."""
+    deadline = time.perf_counter() + seconds
+    best = 0.0
+    for n in PEAK_GEMM_SIZES:
+        fn = make(n)
         t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        fn()  # warm-up, and how long one call takes at this size
+        one = time.perf_counter() - t0
+        for _ in range(repeats):
+            if time.perf_counter() + one > deadline:
+                break
+            t0 = time.perf_counter()
+            fn()
+            best = max(best, 2.0 * n ** 3 / (time.perf_counter() - t0))
+        # the next size costs about 8x: only if it fits in what is left
+        if time.perf_counter() + 8 * one * (repeats + 1) > deadline:
+            break
+    return best if best > 0 else 2.0 * PEAK_GEMM_SIZES[0] ** 3 / max(one, 1e-9)
 
 
-def matmul_peaks(threads: int, n: int = PEAK_GEMM_SIZE, repeats: int = PEAK_GEMM_REPEATS
-                 ) -> dict[str, float]:
+def matmul_peaks(threads: int, precisions: tuple[str, ...] = ("fp32", "bf16", "int8"), *,
+                 seconds: float = PEAK_SECONDS) -> dict[str, float]:
     """Measured GEMM peak of this machine, FLOP/s (OP/s for int8), with ``threads`` threads.
 
-    ``fp32``: the better of torch (MKL) and ONNX Runtime (MLAS) ``n x n`` matmul. ``bf16``:
-    torch (oneDNN). ``int8``: ONNX Runtime ``MatMulInteger`` (uint8 x int8 -> int32, the
-    kernel its dynamic quantisation uses). Best of ``repeats`` runs each; the ONNX Runtime
-    entries are skipped when it is not installed.
+    ``fp32``: the better of torch (MKL) and ONNX Runtime (MLAS) matmul. ``bf16``: torch
+    (oneDNN). ``int8``: ONNX Runtime ``MatMulInteger`` (the kernel its dynamic quantisation
+    uses). Only the ``precisions`` asked for are measured, each within about ``seconds``
+    (square GEMMs of growing size, :data:`PEAK_GEMM_SIZES`, the best rate kept); the ONNX
+    Runtime entries are skipped when it is not installed.
     """
     import torch
 
     from amnl.profiling.threads import torch_threads
 
-    flops = 2.0 * n ** 3
-    peaks = {}
+    peaks: dict[str, float] = {}
+
+    def torch_gemm(dtype):
+        def make(n: int):
+            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            return lambda: a @ b
+        return make
+
     with torch_threads(threads):
         for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-            peaks[name] = flops / _best_seconds(lambda a=a, b=b: a @ b, repeats)
+            if name in precisions:
+                peaks[name] = _best_rate(torch_gemm(dtype), seconds)
     try:
-        peaks["fp32"] = max(peaks["fp32"], flops / _best_seconds(_ort_gemm(n, threads, False), repeats))
-        peaks["int8"] = flops / _best_seconds(_ort_gemm(n, threads, True), repeats)
+        if "fp32" in precisions:
+            peaks["fp32"] = max(peaks["fp32"], _best_rate(
+                lambda n: _ort_gemm(n, threads, False), seconds))
+        if "int8" in precisions:
+            peaks["int8"] = _best_rate(lambda n: _ort_gemm(n, threads, True), seconds)
     except ImportError:
         logger.warning("onnxruntime not installed: no int8 peak")
     return peaks

@@ -24,7 +24,7 @@ from amnl.features.dataset import WindowBatches, class_balanced_weights
 from amnl.features.pipeline import Preprocessor
 from amnl.inference.runtime import pick_device, predict_windows
 from amnl.model.network import AMNL
-from amnl.profiling.machine import describe, machine_info
+from amnl.profiling.machine import describe, machine_info, native_bf16
 from amnl.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
@@ -44,6 +44,31 @@ logger = logging.getLogger(__name__)
 def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def choose_precision(requested: str, device: str) -> tuple[str, str]:
+    """The autocast precision a run trains at on ``device``, and why (for the user).
+
+    ``auto`` is bf16 where the device runs it natively, else fp32. A bf16 asked for where it is
+    emulated is kept (the recipe says so) with a warning: a step can take 40x longer.
+
+    Raises:
+        ConfigError: fp16 on the CPU.
+    """
+    if requested == "fp16" and device == "cpu":
+        raise ConfigError("train.precision fp16 needs CUDA (its loss scaling is a GPU feature); "
+                          "use bf16, fp32 or auto on the CPU")
+    if requested not in ("auto", "bf16"):
+        return requested, f"{requested} as asked"
+    native, why = native_bf16(device)
+    if requested == "auto":
+        return ("bf16", f"auto: bf16, native ({why})") if native else \
+            ("fp32", f"auto: fp32, since bf16 would be emulated ({why})")
+    if not native:
+        logger.warning("bf16 is emulated here (%s): a training step can take 40x longer than "
+                       "fp32; pass --precision fp32 or auto", why)
+        return "bf16", f"bf16 as asked, emulated ({why})"
+    return "bf16", f"bf16 as asked, native ({why})"
 
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
@@ -79,9 +104,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
     device = pick_device(config.train.device)
     if device != config.train.device:
         config = replace(config, train=replace(config.train, device=device))
-    if config.train.precision == "fp16" and device == "cpu":
-        raise ConfigError("train.precision fp16 needs CUDA (its loss scaling is a GPU feature); "
-                          "use bf16 or fp32 on the CPU")
+    precision, why = choose_precision(config.train.precision, device)
+    if precision != config.train.precision:
+        config = replace(config, train=replace(config.train, precision=precision))
     targets = None
     if config.train.distill > 0:  # read before anything is written; a resumed run reads its copy
         targets = TeacherTargets.load(out / TARGETS_FILE if resume else config.train.teacher_targets)
@@ -136,6 +161,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         **{k: v for k, v in best.items() if k.startswith("val_")},
         **({"distill": tc.distill, "teachers": list(targets.teachers)} if targets is not None else {}),
         **({"extra_train": list(config.data.extra_train)} if config.data.extra_train else {}),
+        "precision": precision, "precision_reason": why,
         "train_engines": len(train_units),
         "train_windows": len(train_w), "val_windows": len(val_w),
         "val_units": val_units.tolist(),
