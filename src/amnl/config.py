@@ -284,8 +284,10 @@ class RunConfig:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read ({exc})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a JSON config (not UTF-8 text)") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}:{exc.lineno}:col {exc.colno}: not valid JSON ({exc.msg})"
                               ) from None

@@ -182,7 +182,16 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Prepr
     pre = load_preprocessor(d, cfg)
     with torch.device("meta"):  # no random initialisation to overwrite: 2 x 14 MB less RSS
         model = AMNL(cfg.model)
-    state = {k: v.float() if v.is_floating_point() else v
-             for k, v in load_file(str(d / WEIGHTS_FILE)).items()}
-    model.load_state_dict(state, assign=True)  # strict: every parameter and buffer is loaded
+    try:
+        loaded = load_file(str(d / WEIGHTS_FILE))
+    except Exception as exc:  # safetensors' own error type: truncated, empty or foreign file
+        raise ModelError(f"{d / WEIGHTS_FILE}: not a readable safetensors file ({exc}); copy the "
+                         "run directory again or retrain") from None
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.items()}
+    try:
+        model.load_state_dict(state, assign=True)  # strict: every parameter and buffer is loaded
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[1:2] or [str(exc)[:200]]
+        raise ModelError(f"{d / CONFIG_FILE} does not match the weights in {WEIGHTS_FILE} "
+                         f"({first[0].strip()}); the two files come from different runs") from None
     return cfg, pre, model.to(device).eval()

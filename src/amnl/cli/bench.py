@@ -13,6 +13,7 @@ from amnl.cli.options import (
     RunDir,
     Size,
     Weights,
+    check_out_file,
     csv_list,
     fail,
     model_source,
@@ -55,7 +56,7 @@ def bench(
     if min(window_list) < 1:
         raise fail(f"--windows must be positive, got {windows!r}")
     out = out or DEFAULT_BENCH_OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    _check_writable(out)  # before minutes of measuring
+    check_out_file(out, "--out")  # before minutes of measuring
     source = model_source(run_dir, weights, random_init, size=size)
     model = source.load_model()
     label = str(source.directory) if source.directory else source.label
@@ -67,20 +68,6 @@ def bench(
     typer.echo("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["peaks"].items()))
     typer.echo(result["table"])
     typer.echo(f"wrote {out}")
-
-
-def _check_writable(out: Path) -> None:
-    import os
-
-    if out.is_dir():
-        raise fail(f"--out {out} is a folder; name the JSON file to write")
-    folder = out.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise fail(f"--out {out}: cannot create {folder} ({exc.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise fail(f"--out {out}: {folder} is not writable")
 
 
 def register(app: typer.Typer) -> None:

@@ -68,6 +68,8 @@ def evaluate(
     predictor = _predictor(run_dir, weights, default, runtime, precision, device, threads)
     trained_on = predictor.config.data.subset
     name = asked or trained_on
+    if out is not None and out.exists() and not out.is_dir():
+        raise fail(f"--out {out} is a file; give a folder for predictions.csv and the plot")
     if name != trained_on:
         typer.echo(f"warning: the model was trained on {trained_on}; scoring it on {name} as "
                    "asked (--dataset)", err=True)
@@ -75,9 +77,11 @@ def evaluate(
     report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows)
     metrics = {"dataset": name, "runtime": runtime, "precision": precision,
                "model_id": predictor.model_id, **report.metrics}
+    written = []
     if out is not None:
-        run(write_report, report, out, name)
+        written = run(write_report, report, out, name)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        written.append(out / "metrics.json")
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
     else:
@@ -87,8 +91,11 @@ def evaluate(
                    f"NASA {metrics['nasa']:.1f} (mean {metrics['nasa_mean']:.2f})  "
                    f"health acc {metrics['health_accuracy']:.3f}  F1 {metrics['health_macro_f1']:.3f}  "
                    f"| raw-truth RMSE {metrics['rmse_raw']:.2f}{extra}")
-        if out is not None:
-            typer.echo(f"wrote {out / 'predictions.csv'} and {out / 'predictions.png'}")
+        if written:
+            typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+            if not any(p.suffix == ".png" for p in written):
+                typer.echo("no plot: matplotlib is not installed (pip install 'amnl[plot]')",
+                           err=True)
 
 
 def predict(

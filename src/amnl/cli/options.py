@@ -41,6 +41,28 @@ def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         raise fail(f"{where}{exc.strerror or exc}") from None
 
 
+def check_out_file(out: Path, option: str) -> None:
+    """Fail now, before any work, unless ``out`` can be written as a file (its folder is
+    created)."""
+    import os
+
+    if out.is_dir():
+        raise fail(f"{option} {out} is a folder; name the file to write")
+    folder = out.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fail(f"{option} {out}: cannot create {folder} ({exc.strerror})") from None
+    if not os.access(folder, os.W_OK):
+        raise fail(f"{option} {out}: {folder} is not writable")
+    if not out.exists():  # as root, access() says yes to anything: try it
+        try:
+            out.open("x").close()
+            out.unlink()
+        except OSError as exc:
+            raise fail(f"{option} {out}: cannot be written ({exc.strerror})") from None
+
+
 def csv_list(text: str, name: str, cast: Callable[[str], T] = str) -> list[T]:
     """Parse a comma-separated option value (``1,8,32``), failing with the option's name."""
     try:

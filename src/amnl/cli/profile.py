@@ -20,6 +20,7 @@ from amnl.cli.options import (
     Size,
     Threads,
     Weights,
+    check_out_file,
     csv_list,
     fail,
     model_source,
@@ -159,6 +160,13 @@ def profile(
     from amnl.profiling.report import DEFAULT_PRECISIONS, profile_inference
     from amnl.profiling.train_step import measure_training_step
 
+    for path, option in ((json_out, "--json"), (plot, "--plot")):
+        if path is not None:
+            check_out_file(path, option)
+    if plot is not None:
+        from amnl.extras import require
+
+        run(require, "matplotlib", "--plot")  # up front, not after minutes of measuring
     dev = _device(device, threads)
     kind = "cuda" if dev.startswith("cuda") else "cpu"
     if precision:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from amnl.cli.options import DataDir, Dataset, fail, run
+from amnl.cli.options import DataDir, Dataset, check_out_file, fail, run
 
 #: What ``--size`` defaults to without ``--config``.
 DEFAULT_SIZE = "base"
@@ -142,6 +142,7 @@ def distill_targets(
 
     if not run_dirs:
         raise fail("give at least one --run")
+    check_out_file(out, "--out")
     targets = run(compute_teacher_targets, [str(r) for r in run_dirs], resolve_data_dir(data_dir),
                   device=run(pick_device, device))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ State is saved as plain arrays (``preprocess.npz``) plus JSON metadata, never as
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from amnl.config import DataConfig
 from amnl.data.cmapss import INFORMATIVE_SENSORS, SETTING_COLUMNS, EngineTable
-from amnl.errors import DataError, NotFittedError
+from amnl.errors import DataError, ModelError, NotFittedError
 from amnl.features.baseline import baseline_deviation
 from amnl.features.conditions import OperatingConditions
 from amnl.features.labels import health_labels
@@ -198,12 +199,17 @@ class Preprocessor:
     @classmethod
     def load(cls, directory: str | Path, config: DataConfig) -> Preprocessor:
         d = Path(directory)
-        with np.load(d / cls.STATE_FILE, allow_pickle=False) as z:
-            state = dict(z)
-        obj = cls(config)
-        obj.conditions_ = OperatingConditions.from_state(
-            {k[len("conditions_"):]: v for k, v in state.items() if k.startswith("conditions_")})
-        obj.scaler_ = ConditionScaler.from_state(
-            {k[len("scaler_"):]: v for k, v in state.items() if k.startswith("scaler_")})
+        try:
+            with np.load(d / cls.STATE_FILE, allow_pickle=False) as z:
+                state = dict(z)
+            obj = cls(config)
+            obj.conditions_ = OperatingConditions.from_state(
+                {k[len("conditions_"):]: v for k, v in state.items() if k.startswith("conditions_")})
+            obj.scaler_ = ConditionScaler.from_state(
+                {k[len("scaler_"):]: v for k, v in state.items() if k.startswith("scaler_")})
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # no pickle
+            kind = type(exc).__name__
+            raise ModelError(f"{d / cls.STATE_FILE}: not a preprocessing file of plain arrays "
+                             f"({kind}); copy the run directory again or retrain") from None
         return obj
 

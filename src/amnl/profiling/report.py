@@ -181,6 +181,8 @@ def load_fits(path: str | Path) -> list[FitRow]:
     """The fits of a JSON file written by ``amnl profile --json``."""
     try:
         data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: not an `amnl profile --json` file ({type(exc).__name__})") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}:{exc.lineno}:col {exc.colno}: not valid JSON ({exc.msg})") from None
     if "fits" not in data:
