@@ -157,12 +157,20 @@ def load_preprocessor(directory: str | os.PathLike, config: RunConfig) -> Prepro
 
 
 def save_weights(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Write the state dict as safetensors, optionally cast (e.g. ``torch.float16``)."""
-    from safetensors.torch import save_file
+    """Write the state dict as safetensors, optionally cast (e.g. ``torch.float16``).
+
+    Written like the run's other files (mode from the umask, 0644 by default, where
+    ``safetensors.save_file`` would give 0600), through a temporary file and a rename, so that a
+    crash never leaves half a weights file.
+    """
+    from safetensors.torch import save
 
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
-    save_file(state, str(path))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(save(state))
+    os.replace(tmp, path)
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Preprocessor, AMNL]:

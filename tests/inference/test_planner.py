@@ -152,6 +152,17 @@ def test_plan_targets_table(tmp_path):
     assert [row["memory_mb"] for row in rows] == [16000, 4000, 2000, 500]
     assert all(row["study_batch"] == 256 for row in rows)  # 14 + 1.8 x 256 = 475 MB fits 500
     assert rows[-1]["batch"] == 256 and rows[-1]["predicted_mb"] <= 500
+    # beside the tensor memory, what the whole process needs (a fresh process measured at batch 1)
+    assert all(row["process_mb"] > row["predicted_mb"] + 50 for row in rows)
+
+
+def test_plan_says_when_the_latency_budget_limits_the_largest_batch(tmp_path):
+    r = CliRunner().invoke(app, ["plan", "--memory-mb", "500", "--profile", str(_profile_json(tmp_path)),
+                                 "--no-power-of-two", "--latency-budget-ms", "100"])
+    assert r.exit_code == 0, r.output
+    # memory allows (500 - 17.3) / 0.39 = 1237 windows; 100 ms allows (100 - 3) / 1.3 = 74
+    assert "largest batch the memory allows without the 256 cap: 1237" in r.output
+    assert "the latency budget of 100 ms limits it to 74" in r.output
 
 
 def test_plan_command_errors(tmp_path):

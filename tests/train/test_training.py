@@ -38,6 +38,8 @@ def test_two_epochs_loss_falls_and_run_dir_complete(fleet, tmp_path, monkeypatch
     summary = train_run(_config(epochs=2), fleet, run)
     assert all("test_" not in p for p in opened) and any("train_" in p for p in opened)
     assert sorted(p.name for p in run.iterdir()) == sorted(RUN_FILES)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # the weights as readable as the other files
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(epochs) == 2 and epochs[1]["loss"] < epochs[0]["loss"]
     assert summary["best_epoch"] in (1, 2) and summary["val_rmse"] > 0

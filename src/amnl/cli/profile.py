@@ -298,10 +298,10 @@ def plan(
         origin = f"measured now on {dev} (batches {PLAN_BATCHES})"
     mem, lat = fit.memory, fit.latency
 
-    def one(memory_bytes: float, cap: int) -> Any:
+    def one(memory_bytes: float, cap: int, budget: bool = True) -> Any:
         try:
             return plan_batch(mem, memory_bytes, max_batch=cap, power_of_two=power_of_two,
-                              latency=lat, latency_budget_ms=latency_budget_ms)
+                              latency=lat, latency_budget_ms=latency_budget_ms if budget else None)
         except ConfigError as exc:
             return str(exc)
 
@@ -311,25 +311,32 @@ def plan(
         p = one(memory_mb * MB, max_batch)
         if isinstance(p, str):
             raise fail(p)
-        largest = one(memory_mb * MB, UNCAPPED_MAX_BATCH)
+        largest = one(memory_mb * MB, UNCAPPED_MAX_BATCH, budget=False)  # the memory alone
+        within = one(memory_mb * MB, UNCAPPED_MAX_BATCH)
         if as_json:
             typer.echo(json.dumps({"fit": mem.to_dict(), "plan": p.to_dict(),
-                                   "largest_fitting_batch": largest.batch_size}, indent=2))
+                                   "largest_fitting_batch": largest.batch_size,
+                                   "largest_within_latency_budget": within.batch_size}, indent=2))
             return
         typer.echo(header)
         thr = f"; expect {p.throughput:,.0f} windows/s ({p.latency_ms:.1f} ms per batch)" if p.throughput else ""
         typer.echo(f"batch size {p.batch_size} (limited by {p.limited_by}): predicted peak "
                    f"{p.predicted_bytes / MB:.1f} MB of {memory_mb:g} MB{thr}")
-        typer.echo(f"largest batch that fits without the {max_batch} cap: {largest.batch_size}"
-                   f"{' (extrapolated beyond the measured batches)' if largest.extrapolated else ''}")
+        limit = (f"; the latency budget of {latency_budget_ms:g} ms limits it to "
+                 f"{within.batch_size}" if within.batch_size < largest.batch_size else "")
+        typer.echo(f"largest batch the memory allows without the {max_batch} cap: "
+                   f"{largest.batch_size}"
+                   f"{' (extrapolated beyond the measured batches)' if largest.extrapolated else ''}"
+                   f"{limit}")
         return
 
     from rich.table import Table
 
     study = MemoryFit(STUDY_BASE_MB * MB, STUDY_PER_SAMPLE_MB * MB, 1.0)
     t = Table(title="deployment targets: the study's planner vs ours", caption=header)
+    floor = _process_floor(run_dir, weights, random_init, size, precision, window, fit.device)
     for c in ("memory", "study: batch", "study: MB", "ours: batch", "ours: MB",
-              "ours: windows/s", "ours: largest batch that fits"):
+              "ours: process MB (est.)", "ours: windows/s", "ours: largest batch that fits"):
         t.add_column(c, justify="right")
     rows = []
     for target in STUDY_TARGETS_MB:
@@ -342,10 +349,13 @@ def plan(
                      "predicted_mb": o.predicted_bytes / MB if ok else None,
                      "throughput": o.throughput if ok else None,
                      "largest_batch": big.batch_size if ok else None,
-                     "extrapolated": big.extrapolated if ok else None})
+                     "extrapolated": big.extrapolated if ok else None,
+                     "process_mb": (floor + (o.predicted_bytes - mem.upper(1))) / MB
+                     if ok and floor else None})
         label = f"{target / 1000:g} GB" if target >= 1000 else f"{target} MB"
         t.add_row(label, str(s.batch_size), f"{s.predicted_bytes / MB:.0f}",
                   str(o.batch_size) if ok else "none fits", f"{o.predicted_bytes / MB:.1f}" if ok else "-",
+                  f"{rows[-1]['process_mb']:.0f}" if rows[-1]["process_mb"] else "-",
                   f"{o.throughput:,.0f}" if ok and o.throughput else "-",
                   (f"{big.batch_size:,}{' *' if big.extrapolated else ''}") if ok else "-")
     if as_json:
@@ -355,6 +365,22 @@ def plan(
     console.print(t)
     console.print("* extrapolated beyond the largest measured batch "
                   f"({mem.max_measured_batch}); study: 14 MB + 1.8 MB x batch, power of two <= 256")
+    if floor:
+        console.print(f"ours: MB is tensor memory (weights included); the process needs more: "
+                      f"{floor / MB:.0f} MB measured for a fresh process at batch 1 (Python, "
+                      "torch, the model), plus the tensor line beyond batch 1")
+
+
+def _process_floor(run_dir, weights, random_init, size, precision, window, device) -> float | None:
+    """Peak RSS of a fresh process that runs this model at batch 1 (CPU only), bytes."""
+    if device.startswith("cuda"):
+        return None
+    from amnl.profiling.rss import measure_rss
+
+    source = model_source(run_dir, weights, random_init, size=size)
+    with _err_console().status("measuring the RSS of a fresh process at batch 1"):
+        return float(run(measure_rss, source.rss_source(), precision=precision, window=window,
+                         batches=(1,)).peak)
 
 
 def _err_console():
