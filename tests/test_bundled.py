@@ -57,7 +57,7 @@ def test_evaluate_bundled(name, cmapss_dir, tmp_path):
     res = CliRunner().invoke(app, ["evaluate", "--dataset", name, "--data-dir", str(cmapss_dir),
                                    "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    metrics = json.loads(res.output)
+    metrics = json.loads(res.stdout)
     rows = list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))
     truth = np.minimum(np.loadtxt(cmapss_dir / f"RUL_{name}.txt"), 125)
     pred = np.array([float(r["pred_rul"]) for r in rows])

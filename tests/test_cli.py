@@ -29,6 +29,8 @@ def trained(tmp_path_factory):
                               "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "validation RMSE" in res.output
+    # without a bar, one line per epoch on stderr, and the precision chosen, with why
+    assert "epoch 1: loss" in res.stderr and "training precision: " in res.stderr
     return data, run
 
 
@@ -107,7 +109,7 @@ def test_evaluate_json_csv_and_plot(trained, tmp_path):
     res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
                               str(data), "--out", str(tmp_path), "--json"])
     assert res.exit_code == 0, res.output
-    metrics = json.loads(res.output)
+    metrics = json.loads(res.stdout)
     rows = list(csv.DictReader((tmp_path / "predictions.csv").read_text().splitlines()))
     assert len(rows) == 5 == metrics["n_engines"]
     truth = np.minimum(np.loadtxt(data / "RUL_FD001.txt"), 125)
@@ -121,7 +123,7 @@ def test_evaluate_json_csv_and_plot(trained, tmp_path):
     res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--run", str(run), "--data-dir",
                               str(data), "--json", "--all-windows"])
     assert res.exit_code == 0, res.output
-    every = json.loads(res.output)
+    every = json.loads(res.stdout)
     assert every["n_windows"] > every["n_engines"] and every["all_windows_rmse"] > 0
     assert every["rmse"] == metrics["rmse"] and every["model_id"] == metrics["model_id"]
 
@@ -130,7 +132,7 @@ def test_predict_text_and_csv(trained, tmp_path):
     data, run = trained
     res = runner.invoke(app, ["predict", "--input", str(data / "test_FD001.txt"), "--run", str(run)])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.output)
+    records = json.loads(res.stdout)
     assert [r["unit"] for r in records] == [1, 2, 3, 4, 5]
     assert all(r["rul"] >= 0 and r["health"] in ("healthy", "degrading", "critical") for r in records)
     assert all(abs(r["p_healthy"] + r["p_degrading"] + r["p_critical"] - 1) < 1e-3 for r in records)

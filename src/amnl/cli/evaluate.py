@@ -74,6 +74,9 @@ def evaluate(
         typer.echo(f"warning: the model was trained on {trained_on}; scoring it on {name} as "
                    "asked (--dataset)", err=True)
     subset = run(load_subset, resolve_data_dir(data_dir), name, train=False)
+    if all_windows:
+        typer.echo(f"scoring every window of {name}'s {len(subset.test.units)} test engines "
+                   f"({len(subset.test):,} cycles); this takes a while", err=True)
     report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows)
     metrics = {"dataset": name, "runtime": runtime, "precision": precision,
                "model_id": predictor.model_id, **report.metrics}

@@ -49,10 +49,15 @@ class ProgressBar:
             self.bar.update(self.task, advance=1, info=f"loss {p.loss:.3g} {self.last}")
         elif p.event == "epoch_end":
             r = p.record
-            self.last = f"| {self.key} {r[self.key]:.2f}"
-            self.bar.console.log(f"epoch {r['epoch']}: loss {r['loss']:.3g} {self.key} "
-                                 f"{r[self.key]:.2f} lr {r['lr']:.2g} ({r['epoch_seconds']:.0f}s)"
-                                 f"{' *' if r['best'] else ''}")
+            # shown during the next epoch: say whose it is
+            self.last = f"| epoch {r['epoch']} {self.key} {r[self.key]:.2f}"
+            self.bar.console.log(epoch_line(r, self.key))
+
+
+def epoch_line(r: dict, key: str) -> str:
+    """One line per finished epoch (``*``: the best so far, whose weights are kept)."""
+    return (f"epoch {r['epoch']}: loss {r['loss']:.3g} {key} {r[key]:.2f} lr {r['lr']:.2g} "
+            f"({r['epoch_seconds']:.0f}s){' *' if r['best'] else ''}")
 
 
 def train(
@@ -114,9 +119,13 @@ def train(
         with ProgressBar(key) as bar:
             summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
                           force=force, callback=bar)
-    else:
+    else:  # no bar: still one line per epoch on stderr
+        def lines(p) -> None:
+            if p.event == "epoch_end":
+                typer.echo(epoch_line(p.record, key), err=True)
+
         summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
-                      force=force)
+                      force=force, callback=lines)
     if summary["interrupted"]:
         typer.echo(f"interrupted after epoch {summary['epochs_run']}; resume with: "
                    f"amnl train --dataset {name} --out {out} --resume")
