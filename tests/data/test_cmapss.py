@@ -197,7 +197,7 @@ def full_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_summarize(full_dir: Path) -> None:
-    summaries = summarize(full_dir)
+    summaries = summarize(full_dir, verify=False)
     assert [s.file for s in summaries[:3]] == ["train_FD001.txt", "test_FD001.txt",
                                                "RUL_FD001.txt"]
     assert [s.kind for s in summaries] == ["train", "test", "rul"] * 4
@@ -213,7 +213,7 @@ def test_summarize(full_dir: Path) -> None:
 
 
 def test_summarize_one_subset(full_dir: Path) -> None:
-    assert [s.file for s in summarize(full_dir, ["3"])] == [
+    assert [s.file for s in summarize(full_dir, ["3"], verify=False)] == [
         "train_FD003.txt", "test_FD003.txt", "RUL_FD003.txt"]
 
 
@@ -222,19 +222,19 @@ def test_summarize_names_missing_files(tmp_path: Path) -> None:
     none of their files are left alone unless asked for."""
     write_fleet(tmp_path, "FD001", **FLEET)
     (tmp_path / "RUL_FD001.txt").unlink()
-    err = _raises(str(tmp_path), "RUL_FD001.txt", func=lambda: summarize(tmp_path))
+    err = _raises(str(tmp_path), "RUL_FD001.txt", func=lambda: summarize(tmp_path, verify=False))
     assert "train_FD001.txt" not in str(err) and "FD004" not in str(err)
-    err = _raises("train_FD004.txt", "test_FD004.txt", func=lambda: summarize(tmp_path, ["4"]))
+    err = _raises("train_FD004.txt", "test_FD004.txt", func=lambda: summarize(tmp_path, ["4"], verify=False))
 
 
 def test_summarize_checks_the_subsets_present(tmp_path: Path) -> None:
     """A user who downloaded FD001 only: it is checked, the others are not asked for."""
     write_fleet(tmp_path, "FD001", **FLEET)
-    assert [s.file for s in summarize(tmp_path)] == ["train_FD001.txt", "test_FD001.txt",
+    assert [s.file for s in summarize(tmp_path, verify=False)] == ["train_FD001.txt", "test_FD001.txt",
                                                      "RUL_FD001.txt"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    _raises(str(empty), "no C-MAPSS files", func=lambda: summarize(empty))
+    _raises(str(empty), "no C-MAPSS files", func=lambda: summarize(empty, verify=False))
 
 
 def test_summarize_missing_folder(tmp_path: Path) -> None:
@@ -244,7 +244,7 @@ def test_summarize_missing_folder(tmp_path: Path) -> None:
 # --- `amnl data check` ---------------------------------------------------------------------------
 
 def test_cli_check_ok(full_dir: Path) -> None:
-    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(full_dir)])
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(full_dir), "--no-verify"])
     assert result.exit_code == 0, result.output
     assert "train_FD004.txt" in result.stdout and "RUL_FD002.txt" in result.stdout
     assert "12 files OK" in result.stdout
@@ -254,11 +254,12 @@ def test_cli_check_one_subset_folder(tmp_path: Path) -> None:
     """`amnl data check` on a folder with FD001 only checks it, names the missing subsets and
     succeeds; --dataset asks for one subset and fails when it is not there."""
     write_fleet(tmp_path, "FD001", **FLEET)
-    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--no-verify"])
     assert result.exit_code == 0, result.output
     assert "3 files OK" in result.stdout and "train_FD001.txt" in result.stdout
     assert "not in this folder: FD002, FD003, FD004" in result.stdout
-    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--dataset", "FD001"])
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--dataset", "FD001",
+                                           "--no-verify"])
     assert result.exit_code == 0 and "not in this folder" not in result.stdout
     result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--dataset", "2"])
     assert result.exit_code == 2 and "train_FD002.txt" in result.stderr
@@ -269,9 +270,18 @@ def test_cli_check_corrupt_file_exits_2(tmp_path: Path) -> None:
         write_fleet(tmp_path, name, seed=i, **FLEET)
     _edit(tmp_path / "train_FD003.txt",
           lambda ls: [*ls[:8], _set_token(ls[8], 12, "bad"), *ls[9:]])
-    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path)])
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path), "--no-verify"])
     assert result.exit_code == 2
     assert isinstance(result.exception, SystemExit)
     assert result.stderr.startswith("error: ")
     assert "train_FD003.txt:9:col 12" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_cli_check_names_a_copy_that_differs_from_nasas(tmp_path):
+    """Synthetic files in C-MAPSS format are valid but not NASA's: said so, exit 2."""
+    write_fleet(tmp_path, "FD001", **FLEET)
+    result = CliRunner().invoke(data_app, ["check", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "FD001 is not NASA's published copy: train_FD001.txt:" in result.stderr
+    assert "NASA's has 20631 and 100" in result.stderr

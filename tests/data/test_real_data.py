@@ -8,6 +8,7 @@ import pytest
 
 from amnl.data.check import FileSummary, summarize
 from amnl.data.download import load_checksums, sha256_file, verify
+from amnl.errors import DataError
 
 pytestmark = pytest.mark.needs_data
 
@@ -43,3 +44,26 @@ def test_shipped_checksums_match_files(cmapss_dir: Path) -> None:
     sums = load_checksums()
     assert {n: sha256_file(cmapss_dir / n) for n in sums} == sums
     verify(cmapss_dir)
+
+
+@pytest.mark.needs_data
+def test_an_edited_value_or_a_deleted_engine_is_not_ok(cmapss_dir, tmp_path):
+    """`amnl data check` verifies NASA's SHA-256 sums and published counts, per subset."""
+    import shutil
+
+    for f in ("train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt"):
+        shutil.copy(cmapss_dir / f, tmp_path / f)
+    assert len(summarize(tmp_path)) == 3  # the real files pass
+    lines = (tmp_path / "train_FD001.txt").read_text().splitlines()
+    cells = lines[10].split()
+    cells[7] = f"{float(cells[7]) + 0.01:.2f}"  # one sensor value edited
+    (tmp_path / "train_FD001.txt").write_text("\n".join([*lines[:10], " ".join(cells), *lines[11:]]) + "\n")
+    with pytest.raises(DataError, match="train_FD001.txt: its SHA-256 differs"):
+        summarize(tmp_path)
+    test_lines = (tmp_path / "test_FD001.txt").read_text().splitlines()
+    last_unit = test_lines[-1].split()[0]
+    kept = [ln for ln in test_lines if ln.split()[0] != last_unit]  # the last engine deleted
+    (tmp_path / "test_FD001.txt").write_text("\n".join(kept) + "\n")
+    shutil.copy(cmapss_dir / "train_FD001.txt", tmp_path / "train_FD001.txt")
+    with pytest.raises(DataError):  # the RUL file no longer matches its units: refused too
+        summarize(tmp_path)

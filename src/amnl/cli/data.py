@@ -24,6 +24,9 @@ def check(
     dataset: Annotated[list[str] | None, typer.Option(
         "--dataset", "-d", help="Check this subset only (FD001..FD004; repeat for more). "
                                 "Default: every subset the folder holds.")] = None,
+    verify: Annotated[bool, typer.Option(
+        help="Check each file against NASA's published one (SHA-256, row and unit counts); "
+             "--no-verify for files of your own in C-MAPSS format.")] = True,
 ) -> None:
     """Validate the C-MAPSS files there and print rows, units, cycles and operating conditions
     per file; subsets not in the folder are named, not an error."""
@@ -34,7 +37,7 @@ def check(
     from amnl.data.check import present_subsets, summarize
 
     folder = resolve_data_dir(data_dir)
-    summaries = run(summarize, folder, dataset or None)
+    summaries = run(summarize, folder, dataset or None, verify=verify)
     table = Table(title=f"C-MAPSS files in {escape(str(folder))}",
                   caption="min/max: cycles per engine (RUL files: RUL values)")
     table.add_column("file", no_wrap=True)
@@ -45,7 +48,8 @@ def check(
                       "-" if s.n_conditions is None else str(s.n_conditions))
     console = Console()
     console.print(table)
-    console.print(f"{len(summaries)} files OK")
+    console.print(f"{len(summaries)} files OK" + (", each NASA's published copy (SHA-256, rows, "
+                                                   "units)" if verify else " (not verified)"))
     absent = present_subsets(folder)[1]
     if not dataset and absent:
         console.print(f"not in this folder: {', '.join(absent)} (`amnl data download` fetches "

@@ -60,8 +60,30 @@ def present_subsets(data_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
     return present, [n for n in SUBSETS if n not in present]
 
 
+def published_problems(data_dir: str | os.PathLike, name: str,
+                       summaries: list[FileSummary]) -> list[str]:
+    """How a subset's files differ from NASA's published ones: SHA-256 sums (shipped in
+    ``amnl/data/SHA256SUMS``) and the published row and unit counts (:data:`SUBSETS`)."""
+    from amnl.data.download import load_checksums, sha256_file
+
+    sums = load_checksums()
+    d = Path(data_dir)
+    train_rows, train_units, test_rows, test_units = SUBSETS[name]
+    expected = {f"train_{name}.txt": (train_rows, train_units),
+                f"test_{name}.txt": (test_rows, test_units), f"RUL_{name}.txt": (test_units, test_units)}
+    out = []
+    for summary in summaries:
+        rows, units = expected[summary.file]
+        if (summary.rows, summary.units) != (rows, units):
+            out.append(f"{summary.file}: {summary.rows} rows and {summary.units} units, NASA's has "
+                       f"{rows} and {units}")
+        elif summary.file in sums and sha256_file(d / summary.file) != sums[summary.file]:
+            out.append(f"{summary.file}: its SHA-256 differs from NASA's file (a value was changed)")
+    return out
+
+
 def summarize(data_dir: str | os.PathLike,
-              subsets: Iterable[str] | None = None) -> list[FileSummary]:
+              subsets: Iterable[str] | None = None, *, verify: bool = True) -> list[FileSummary]:
     """Read and validate the C-MAPSS files in ``data_dir``; one summary per file.
 
     Every file is parsed with :func:`amnl.data.cmapss.read_table` / ``read_rul`` (all their
@@ -71,14 +93,17 @@ def summarize(data_dir: str | os.PathLike,
         data_dir: folder holding ``train_/test_/RUL_FD00x.txt``.
         subsets: sub-datasets to check (``FD001``.. or ``1``..); default: those the folder
             holds (any of a subset's three files), so a folder of FD001 alone is fine.
+        verify: also check each file against NASA's published one (SHA-256 and the published
+            row and unit counts; :func:`published_problems`). False for files of your own in
+            C-MAPSS format.
 
     Returns:
         Summaries in order train, test, RUL for each subset.
 
     Raises:
         DataError: the folder is missing or holds no subset, a subset checked misses some of
-            its files (all missing names are listed), or a file is malformed (file, line and
-            column are named).
+            its files (all missing names are listed), a file is malformed (file, line and
+            column are named), or (``verify``) a subset differs from NASA's published files.
 
     Example:
         >>> [s.units for s in summarize("../shared/data/CMAPSS", ["FD001"])]  # doctest: +SKIP
@@ -106,4 +131,9 @@ def summarize(data_dir: str | os.PathLike,
         out.append(_table_summary(subset.test, "test"))
         out.append(FileSummary(subset_files(d, name)["rul"].name, "rul", len(rul), len(rul),
                                int(rul.min()), int(rul.max()), None))
+        problems = published_problems(d, name, out[-3:]) if verify else []
+        if problems:
+            raise DataError(f"{name} is not NASA's published copy: {'; '.join(problems)} (run "
+                            "`amnl data download --force`, or --no-verify for files of your own)",
+                            path=str(d))
     return out
