@@ -285,3 +285,34 @@ def test_cli_check_names_a_copy_that_differs_from_nasas(tmp_path):
     assert result.exit_code == 2
     assert "FD001 is not NASA's published copy: train_FD001.txt:" in result.stderr
     assert "NASA's has 20631 and 100" in result.stderr
+
+
+def test_csv_as_excel_and_r_write_it(tmp_path: Path) -> None:
+    """A BOM, quoted and upper-case headers, extra text columns with non-ASCII bytes, units in
+    any order: read as the plain file is; a gap or a repeated cycle inside a unit still fails,
+    naming its line in the file."""
+    from amnl.data.cmapss import read_histories
+
+    plain = read_table(write_fleet(tmp_path / "f", "FD001", **FLEET)["test"])
+    header = ['"' + c.upper() + '"' for c in COLUMNS] + ['"Site name"']
+    rows = [[f"{v:.17g}" for v in r] + ['"Zürich, hangar 2"'] for r in plain.values]
+    units = sorted({int(r[0]) for r in plain.values})
+    shuffled = [r for u in reversed(units) for r in rows if int(float(r[0])) == u]
+    body = ",".join(header) + "\r\n" + "\r\n".join(",".join(r) for r in shuffled) + "\r\n"
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
+    got = read_histories(excel)
+    np.testing.assert_array_equal(got.values, plain.values)
+    latin = tmp_path / "latin1.csv"  # R's write.csv on a Latin-1 system
+    latin.write_bytes(body.encode("latin-1"))
+    np.testing.assert_array_equal(read_histories(latin).values, plain.values)
+    gap = [r for r in shuffled if not (int(float(r[0])) == units[0] and int(float(r[1])) == 3)]
+    (tmp_path / "gap.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(r) for r in gap))
+    line = 2 + next(i for i, r in enumerate(gap) if int(float(r[0])) == units[0]
+                    and int(float(r[1])) == 4)
+    _raises(f"gap.csv:{line}:col 2", "cycle 4 follows cycle 2",
+            func=lambda: read_histories(tmp_path / "gap.csv"))
+    bad = [list(r) for r in shuffled]
+    bad[3][7] = '"n/a"'
+    (tmp_path / "text.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(r) for r in bad))
+    _raises("text.csv:5:col 8", "'n/a' is not a number", func=lambda: read_histories(tmp_path / "text.csv"))

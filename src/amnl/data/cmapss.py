@@ -190,42 +190,46 @@ def parse_rows(lines: list[str], path: str, names: list[str] = COLUMNS, *, first
 
 
 def validate_units(values: np.ndarray, path: str, *, cycles_start_at_one: bool = True,
-                   first_line: int = 1) -> None:
+                   first_line: int = 1, line_numbers: np.ndarray | None = None) -> None:
     """Check unit/cycle integrity: integer ids, units in increasing order, cycles step by 1.
 
     ``values`` holds unit and cycle in its first two columns; ``first_line`` is the file line
-    of row 0.
+    of row 0, or ``line_numbers`` gives each row's file line (rows sorted after reading).
     """
     unit, cycle = values[:, 0], values[:, 1]
+
+    def at(r) -> int:
+        """The file line of row ``r``."""
+        return int(line_numbers[r]) if line_numbers is not None else int(r) + first_line
     for col, arr in ((1, unit), (2, cycle)):
         frac = np.flatnonzero(arr != np.round(arr))
         if frac.size:
             r = frac[0]
             raise DataError(f"{COLUMNS[col - 1]} must be an integer, found {arr[r]:g}", path=path,
-                            line=int(r) + first_line, column=col)
+                            line=at(r), column=col)
     new_unit = np.r_[True, unit[1:] != unit[:-1]]
     # Units must appear in increasing order, each as one contiguous block.
     back = np.flatnonzero(np.r_[False, unit[1:] < unit[:-1]])
     if back.size:
         r = back[0]
         raise DataError(f"units out of order: unit {int(unit[r])} after unit {int(unit[r - 1])}",
-                        path=path, line=int(r) + first_line, column=1)
+                        path=path, line=at(r), column=1)
     below = np.flatnonzero(cycle < 1)
     if below.size:
         r = below[0]
         raise DataError(f"cycle {int(cycle[r])} of unit {int(unit[r])}: cycles count from 1",
-                        path=path, line=int(r) + first_line, column=2)
+                        path=path, line=at(r), column=2)
     if cycles_start_at_one:
         bad_start = np.flatnonzero(new_unit & (cycle != 1))
         if bad_start.size:
             r = bad_start[0]
             raise DataError(f"unit {int(unit[r])} starts at cycle {int(cycle[r])}, expected 1",
-                            path=path, line=int(r) + first_line, column=2)
+                            path=path, line=at(r), column=2)
     bad_step = np.flatnonzero(~new_unit & (cycle != np.r_[np.nan, cycle[:-1]] + 1))
     if bad_step.size:
         r = bad_step[0]
         raise DataError(f"unit {int(unit[r])}: cycle {int(cycle[r])} follows cycle {int(cycle[r - 1])}, "
-                        "expected a step of 1", path=path, line=int(r) + first_line, column=2)
+                        "expected a step of 1", path=path, line=at(r), column=2)
 
 
 def read_table(path: str | os.PathLike, *, cycles_start_at_one: bool = True) -> EngineTable:
@@ -323,9 +327,11 @@ def load_subset(data_dir: str | os.PathLike, name: str, *, train: bool = True,
 def read_histories(path: str | os.PathLike, required: list[str] | None = None) -> EngineTable:
     """Read sensor histories to predict on: C-MAPSS text format, or CSV with named columns.
 
-    A CSV needs a header naming at least ``unit``, ``cycle``, the three settings and the
-    ``required`` sensors; other columns are ignored. Cycles need not start at 1 (a recent
-    history is fine) but must step by 1 within a unit.
+    A CSV needs a header naming at least ``unit`` (or ``asset``), ``cycle``, the three settings
+    and the ``required`` sensors, in any case and quoted or not; other columns are ignored,
+    whatever they hold. CSV as Excel and R write it is read: a UTF-8 byte-order mark, quoted
+    fields, units in any order (rows are sorted by unit and cycle). Cycles need not start at 1
+    (a recent history is fine) but must step by 1 within a unit, without gaps or repeats.
 
     Args:
         path: the file (``.csv`` or any file whose first line contains a comma is CSV).
@@ -335,28 +341,70 @@ def read_histories(path: str | os.PathLike, required: list[str] | None = None) -
         An :class:`EngineTable` with all 26 columns (absent, unused sensors are 0).
     """
     p = Path(path)
+    if p.suffix.lower() == ".csv":
+        return _read_csv(p, required)
     lines = _read_text(p)
-    if not (p.suffix.lower() == ".csv" or "," in lines[0]):
+    if "," not in lines[0]:
         values = parse_rows(lines, str(p))
         validate_units(values, str(p), cycles_start_at_one=False)
         return EngineTable(str(p), values)
-    header = [h.strip() for h in lines[0].split(",")]
-    seen: set[str] = set()
-    for j, name in enumerate(header, start=1):
-        if name in seen and name in COLUMNS:
-            raise DataError(f"column {name!r} appears twice in the header; which one holds the "
-                            "readings is ambiguous", path=str(p), line=1, column=j)
-        seen.add(name)
-    needed = ["unit", "cycle", *SETTING_COLUMNS, *(required or [])]
-    missing = [c for c in dict.fromkeys(needed) if c not in header]
-    if missing:
-        raise DataError(f"CSV header lacks column(s) {', '.join(missing)}", path=str(p), line=1)
-    if len(lines) < 2:
-        raise DataError("CSV has a header but no rows", path=str(p))
-    raw = parse_rows(lines[1:], str(p), header, first_line=2, sep=",")
-    values = np.zeros((len(raw), len(COLUMNS)))
+    return _read_csv(p, required)
+
+
+#: Header names accepted for a column besides its own (case is ignored everywhere).
+COLUMN_ALIASES = {"asset": "unit"}
+
+
+def _read_csv(p: Path, required: list[str] | None) -> EngineTable:
+    """The CSV branch of :func:`read_histories`, with the csv module."""
+    import csv
+    import io
+
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(p)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", path=str(p)) from None
+    # utf-8-sig drops Excel's byte-order mark; bytes that are not UTF-8 (in columns amnl does
+    # not read) are kept as escapes, and a number made of them fails below with its place
+    text = raw.decode("utf-8-sig", errors="surrogateescape")
+    rows = [r for r in csv.reader(io.StringIO(text, newline=""))]
+    while rows and not any(c.strip() for c in rows[-1]):
+        rows.pop()
+    if not rows:
+        raise DataError("empty file", path=str(p))
+    header = [COLUMN_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in rows[0]]
+    where: dict[str, int] = {}
     for j, name in enumerate(header):
         if name in COLUMNS:
-            values[:, COLUMNS.index(name)] = raw[:, j]
-    validate_units(values, str(p), cycles_start_at_one=False, first_line=2)
-    return EngineTable(str(p), values)
+            if name in where:
+                raise DataError(f"column {name!r} appears twice in the header; which one holds "
+                                "the readings is ambiguous", path=str(p), line=1, column=j + 1)
+            where[name] = j
+    needed = ["unit", "cycle", *SETTING_COLUMNS, *(required or [])]
+    missing = [c for c in dict.fromkeys(needed) if c not in where]
+    if missing:
+        raise DataError(f"CSV header lacks column(s) {', '.join(missing)}", path=str(p), line=1)
+    if len(rows) < 2:
+        raise DataError("CSV has a header but no rows", path=str(p))
+    values = np.zeros((len(rows) - 1, len(COLUMNS)))
+    for i, row in enumerate(rows[1:]):
+        line = i + 2
+        if not any(c.strip() for c in row):
+            raise DataError("empty line", path=str(p), line=line)
+        for name, j in where.items():
+            cell = row[j].strip() if j < len(row) else ""
+            try:
+                v = float(cell)
+            except ValueError:
+                what = "is empty" if not cell else f"{cell!r} is not a number"
+                raise DataError(f"{name} {what}", path=str(p), line=line, column=j + 1) from None
+            if not np.isfinite(v):
+                raise DataError(f"{cell!r} is not a finite number ({name})", path=str(p),
+                                line=line, column=j + 1)
+            values[i, COLUMNS.index(name)] = v
+    order = np.lexsort((values[:, 1], values[:, 0]))  # by unit, then cycle: any block order
+    validate_units(values[order], str(p), cycles_start_at_one=False,
+                   line_numbers=order + 2)
+    return EngineTable(str(p), values[order])
