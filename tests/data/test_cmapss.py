@@ -316,3 +316,21 @@ def test_csv_as_excel_and_r_write_it(tmp_path: Path) -> None:
     bad[3][7] = '"n/a"'
     (tmp_path / "text.csv").write_text(",".join(header) + "\n" + "\n".join(",".join(r) for r in bad))
     _raises("text.csv:5:col 8", "'n/a' is not a number", func=lambda: read_histories(tmp_path / "text.csv"))
+
+
+def test_iter_histories_streams_whole_units(tmp_path: Path) -> None:
+    """Pieces of whole units that together are the file; units out of order across a piece
+    boundary are still refused, naming the line."""
+    from amnl.data.cmapss import iter_histories, read_histories
+
+    path = write_fleet(tmp_path / "f", "FD001", **{**FLEET, "n_test": 6})["test"]
+    whole = read_histories(path)
+    pieces = list(iter_histories(path, chunk_lines=10))
+    assert len(pieces) > 1 and all(len(set(p.units) & set(q.units)) == 0
+                                   for p, q in zip(pieces, pieces[1:]))
+    np.testing.assert_array_equal(np.concatenate([p.values for p in pieces]), whole.values)
+    lines = path.read_text().splitlines()
+    first = [ln for ln in lines if ln.split()[0] == "1"]
+    swapped = tmp_path / "swapped.txt"
+    swapped.write_text("\n".join([*[ln for ln in lines if ln.split()[0] != "1"], *first]) + "\n")
+    _raises("swapped.txt:", "units out of order", func=lambda: list(iter_histories(swapped, chunk_lines=10)))

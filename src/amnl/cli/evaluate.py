@@ -115,13 +115,14 @@ def predict(
 
     Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing and data.slow_smoothing in the run's config), so a history cut short changes its latest window and so the prediction; models with data.cycle_feature also read the unit's age from its cycle numbers. A unit shorter than the window is padded with its first cycle.
     """
-    from amnl.data.cmapss import read_histories
+    from amnl.data.cmapss import iter_histories
 
     if fmt not in FORMATS:
         raise fail(f"--format must be json or csv, got {fmt!r}")
     predictor = _predictor(run_dir, weights, None, runtime, precision, device, threads)
-    table = run(read_histories, input, predictor.preprocessor.feature_names)
-    predictions = run(predictor.predict_table, table)
+    # streamed in pieces of whole units: memory follows a piece, not the file
+    predictions = run(predictor.predict_tables,
+                      iter_histories(input, predictor.preprocessor.feature_names))
     records = predictions.records()
     if fmt == "json":
         typer.echo(json.dumps(records, indent=2, allow_nan=False))

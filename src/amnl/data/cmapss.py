@@ -8,6 +8,7 @@ where it applies, the column (1-based, with its name).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -408,3 +409,71 @@ def _read_csv(p: Path, required: list[str] | None) -> EngineTable:
     validate_units(values[order], str(p), cycles_start_at_one=False,
                    line_numbers=order + 2)
     return EngineTable(str(p), values[order])
+
+
+#: Lines per chunk when histories are streamed (:func:`iter_histories`); a chunk always ends
+#: at a unit boundary, so a unit longer than this makes its chunk longer.
+STREAM_CHUNK_LINES = 65536
+
+
+def iter_histories(path: str | os.PathLike, required: list[str] | None = None, *,
+                   chunk_lines: int = STREAM_CHUNK_LINES) -> Iterator[EngineTable]:
+    """:func:`read_histories` in pieces of whole units, for files larger than memory.
+
+    C-MAPSS text is streamed: memory is bounded by ``chunk_lines`` (or the longest unit), not
+    by the file; units must come in increasing order, as the format requires. A CSV, whose
+    units may come in any order, is read whole (as a numeric array, 8 bytes a value) and then
+    handed out in pieces.
+    """
+    p = Path(path)
+    if p.suffix.lower() == ".csv" or _first_line_has_comma(p):
+        table = read_histories(p, required)
+        starts = np.r_[table.starts, len(table)]
+        per_chunk = max(1, chunk_lines // max(1, int(table.lengths.mean())))
+        for i in range(0, len(starts) - 1, per_chunk):
+            j = min(len(starts) - 1, i + per_chunk)
+            yield EngineTable(table.path, table.values[starts[i]:starts[j]])
+        return
+    pending: list[str] = []
+    first_line, last_unit, line_no = 1, None, 0
+
+    def flush(lines: list[str], first: int) -> EngineTable:
+        values = parse_rows(lines, str(p), first_line=first)
+        validate_units(values, str(p), cycles_start_at_one=False, first_line=first)
+        return EngineTable(str(p), values)
+
+    try:
+        f = open(p, encoding="ascii", newline=None)
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(p)) from None
+    with f:
+        try:
+            for line_no, line in enumerate(f, start=1):
+                line = line.rstrip("\n")
+                unit = line.split(maxsplit=1)[0] if line.strip() else None
+                if len(pending) >= chunk_lines and unit is not None and unit != last_unit:
+                    table = flush(pending, first_line)
+                    if int(float(unit)) <= int(table.unit[-1]):
+                        raise DataError(f"units out of order: unit {unit} after unit "
+                                        f"{int(table.unit[-1])}", path=str(p), line=line_no, column=1)
+                    yield table
+                    pending, first_line = [], line_no
+                pending.append(line)
+                last_unit = unit
+        except UnicodeDecodeError as exc:
+            raise DataError(f"non-ASCII byte 0x{exc.object[exc.start]:02x}", path=str(p),
+                            line=line_no + 1) from None
+    while pending and not pending[-1].strip():
+        pending.pop()
+    if not pending and first_line == 1:
+        raise DataError("empty file", path=str(p))
+    if pending:
+        yield flush(pending, first_line)
+
+
+def _first_line_has_comma(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return b"," in f.readline()
+    except FileNotFoundError:
+        raise DataError("file not found", path=str(p)) from None

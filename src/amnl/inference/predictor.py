@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -205,6 +206,18 @@ class Predictor:
     def __call__(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """RUL (N,) and health probabilities (N, 3) for scaled windows ``x`` (N, W, F)."""
         return self.runtime(x)
+
+    def predict_tables(self, tables: Iterable[EngineTable]) -> Predictions:
+        """:meth:`predict_table` over pieces of a fleet (e.g.
+        :func:`amnl.data.cmapss.iter_histories`), joined: memory is bounded by a piece."""
+        parts = [self.predict_table(t) for t in tables]
+        if not parts:
+            return Predictions(np.zeros(0, np.int64), np.zeros(0, np.float32),
+                               np.zeros((0, len(HEALTH_CLASSES)), np.float32))
+        return Predictions(np.concatenate([p.unit for p in parts]),
+                           np.concatenate([p.rul for p in parts]),
+                           np.concatenate([p.probabilities for p in parts]),
+                           [w for p in parts for w in p.warnings])
 
     def predict_table(self, table: EngineTable) -> Predictions:
         """One prediction per engine, from the window ending at its last cycle, with the
