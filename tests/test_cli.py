@@ -244,3 +244,11 @@ def test_version_and_the_same_csv_numbers_everywhere(trained, tmp_path):
     for p, e in zip(predicted, evaluated):
         assert p["rul"] == e["pred_rul"] and p["p_healthy"] == e["p_healthy"]
         assert len(p["p_critical"].split(".")[1]) == 5
+
+
+def test_conflicting_model_options_are_refused_everywhere(trained):
+    data, run = trained
+    for cmd in (["predict", "--input", str(data / "test_FD001.txt")],
+                ["evaluate", "--data-dir", str(data)], ["export", "--out", "x.onnx"]):
+        res = runner.invoke(app, [*cmd, "--run", str(run), "--weights", "FD001"])
+        assert res.exit_code == 2 and "give at most one of --run, --weights" in res.stderr, cmd
