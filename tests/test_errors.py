@@ -92,3 +92,14 @@ def test_onnx_runtime_without_onnxruntime_names_the_extra(histories, monkeypatch
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     res = runner.invoke(app, ["predict", "--input", str(histories), "--runtime", "onnx"])
     _one_line(res, "amnl[export]")
+
+
+def test_without_matplotlib_nothing_claims_a_plot(tmp_path, histories, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    res = runner.invoke(app, ["profile", "--plot", str(tmp_path / "p.png"), "--no-rss"])
+    _one_line(res, "amnl[plot]")  # up front: nothing was measured
+    assert "measuring" not in res.output
+    res = runner.invoke(app, ["evaluate", "--data-dir", str(histories.parent), "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "predictions.png" not in res.stdout and "no plot: matplotlib is not installed" in res.stderr
+    assert (tmp_path / "predictions.csv").is_file() and not (tmp_path / "predictions.png").exists()
