@@ -185,3 +185,21 @@ def test_extra_train_pools_engines_and_keeps_validation(fleet, tmp_path, monkeyp
     np.testing.assert_array_equal(np.concatenate(ids), table.units)
     with pytest.raises(ValueError, match="extra_train"):
         DataConfig(subset="FD001", extra_train=("fd001",))
+
+
+def test_where_bf16_is_emulated_auto_picks_fp32_and_bf16_warns(monkeypatch, caplog):
+    """An AVX2-only CPU (no avx512_bf16, no amx_bf16): auto trains in fp32, and a recipe's bf16
+    is kept but warned about (a step took 60 s there against 1.6 s in fp32)."""
+    import logging
+
+    from amnl.profiling import machine
+    from amnl.train import run as run_mod
+
+    monkeypatch.setattr(machine, "_cpuinfo_field", lambda name: "fpu avx avx2 fma" if name == "flags"
+                        else "AMD EPYC 7B13 64-Core Processor")
+    monkeypatch.setattr(run_mod, "native_bf16", machine.native_bf16)
+    chosen, why = run_mod.choose_precision("auto", "cpu")
+    assert chosen == "fp32" and "would be emulated" in why and "AMD EPYC 7B13" in why
+    with caplog.at_level(logging.WARNING, logger="amnl.train.run"):
+        assert run_mod.choose_precision("bf16", "cpu")[0] == "bf16"
+    assert "bf16 is emulated here" in caplog.text
