@@ -116,13 +116,17 @@ class Subset:
 PARSE_BLOCK_LINES = 4096
 
 
-def _read_text(path: Path) -> list[str]:
+def _read_bytes(path: Path) -> bytes:
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise DataError("file not found", path=str(path)) from None
     except OSError as exc:
         raise DataError(f"cannot read file ({exc.strerror})", path=str(path)) from None
+
+
+def _read_text(path: Path) -> list[str]:
+    raw = _read_bytes(path)
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -361,12 +365,7 @@ def _read_csv(p: Path, required: list[str] | None) -> EngineTable:
     import csv
     import io
 
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", path=str(p)) from None
-    except OSError as exc:
-        raise DataError(f"cannot read file ({exc.strerror})", path=str(p)) from None
+    raw = _read_bytes(p)
     # utf-8-sig drops Excel's byte-order mark; bytes that are not UTF-8 (in columns amnl does
     # not read) are kept as escapes, and a number made of them fails below with its place
     text = raw.decode("utf-8-sig", errors="surrogateescape")
