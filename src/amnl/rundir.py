@@ -63,6 +63,9 @@ RUN_FILES = (*INFERENCE_FILES, METRICS_LOG, SUMMARY_FILE)
 BUNDLED_PACKAGE = "amnl.weights"
 #: Length of a model id (hex digits of a SHA-256).
 MODEL_ID_LENGTH = 16
+#: What a model source may be, for messages.
+SOURCE_HELP = ("a bundled model name (FD001..FD004), a run directory (`amnl train --out`), an "
+               "exported folder or .onnx file (`amnl export --out`)")
 
 
 # -- where a model is -------------------------------------------------------------------------
@@ -83,19 +86,23 @@ def bundled_dir(name: str) -> Path:
     return path
 
 
-def resolve_model_dir(run: str | os.PathLike | None = None, weights: str | None = None) -> Path:
-    """``run`` (a run directory or exported folder) wins; else the bundled model ``weights``
-    (default FD001).
+def resolve_source(source: str | os.PathLike | None) -> Path:
+    """The folder or ``.onnx`` file a model source names: an existing path (a run directory,
+    an exported folder or file), else a bundled model name; None is the bundled FD001.
 
     Raises:
-        ModelError: ``run`` is not a folder, or no such bundled model.
+        ModelError: neither an existing path nor a bundled model.
     """
-    if run is not None:
-        path = Path(run)
-        if not path.is_dir():
-            raise ModelError(f"{path}: no such run directory")
+    if source is None:
+        return bundled_dir("FD001")
+    path = Path(source)
+    if path.exists():
         return path
-    return bundled_dir(weights or "FD001")
+    from amnl.data.cmapss import SUBSETS
+
+    if str(source).upper() in SUBSETS or str(source).isdigit():
+        return bundled_dir(str(source))
+    raise ModelError(f"{source}: no such model; give {SOURCE_HELP}")
 
 
 def has_weights(directory: str | os.PathLike) -> bool:
@@ -129,10 +136,15 @@ def model_id(directory: str | os.PathLike) -> str:
     """
     d = Path(directory)
     check_files(d, INFERENCE_FILES, "a complete run directory")
+    return content_id([d / name for name in INFERENCE_FILES])
+
+
+def content_id(paths: list[Path]) -> str:
+    """SHA-256 over each file's name and bytes, in order: :data:`MODEL_ID_LENGTH` hex digits."""
     h = hashlib.sha256()
-    for name in INFERENCE_FILES:
-        h.update(name.encode() + b"\0")
-        with open(d / name, "rb") as f:
+    for path in paths:
+        h.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
     return h.hexdigest()[:MODEL_ID_LENGTH]

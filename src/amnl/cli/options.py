@@ -145,7 +145,7 @@ def model_source(run_dir: Path | None, weights: str | None, random_init: bool = 
     ``default=None`` means the command needs real weights: without a bundled model it fails.
     """
     from amnl.errors import ModelError
-    from amnl.rundir import bundled_dir, resolve_model_dir
+    from amnl.rundir import bundled_dir, resolve_source
 
     if sum([run_dir is not None, weights is not None, random_init]) > 1:
         raise fail("give at most one of --run, --weights and --random-init")
@@ -154,7 +154,7 @@ def model_source(run_dir: Path | None, weights: str | None, random_init: bool = 
             raise fail(f"unknown --size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
         return ModelSource(None, size, f"random-init {size}")
     if run_dir is not None:
-        return ModelSource(run(resolve_model_dir, run_dir), None, f"run {run_dir}")
+        return ModelSource(run(resolve_source, run_dir), None, f"run {run_dir}")
     name = weights or default or "FD001"
     try:
         return ModelSource(bundled_dir(name), None, f"bundled {name.upper()}")

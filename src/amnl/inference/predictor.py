@@ -9,7 +9,6 @@ imports torch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterable
@@ -19,28 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from amnl.config import InferenceConfig, RunConfig
-from amnl.data.cmapss import SUBSETS, EngineTable
+from amnl.data.cmapss import EngineTable
 from amnl.errors import DataError, ModelError
 from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
 from amnl.rundir import (
     INFERENCE_FILES,
-    MODEL_ID_LENGTH,
     ONNX_FILES,
     PREPROCESS_FILES,
-    bundled_dir,
     check_files,
+    content_id,
     has_weights,
     model_id,
+    resolve_source,
 )
 
 logger = logging.getLogger(__name__)
-
-#: What :meth:`Predictor.load` accepts as a model source, for messages.
-SOURCE_HELP = ("a bundled model name (FD001..FD004), a run directory (`amnl train --out`), an "
-               "exported folder or .onnx file (`amnl export --out`)")
-
 
 @dataclass
 class Predictions:
@@ -74,23 +68,6 @@ class Predictions:
                                              self.probabilities, warnings)]
 
 
-def resolve_source(source: str | os.PathLike | None) -> Path:
-    """The folder or ``.onnx`` file a model source names: an existing path, else a bundled
-    model name; None is the bundled FD001.
-
-    Raises:
-        ModelError: neither an existing path nor a bundled model.
-    """
-    if source is None:
-        return bundled_dir("FD001")
-    path = Path(source)
-    if path.exists():
-        return path
-    if str(source).upper() in SUBSETS or str(source).isdigit():
-        return bundled_dir(str(source))
-    raise ModelError(f"{source}: no such model; give {SOURCE_HELP}")
-
-
 def _export_id(onnx_file: Path, metadata: dict[str, str]) -> str:
     """The model id of an export: the source run's (from the file's metadata), else a hash of
     the file and the preprocessing beside it."""
@@ -98,10 +75,7 @@ def _export_id(onnx_file: Path, metadata: dict[str, str]) -> str:
 
     if metadata.get(META_MODEL_ID):
         return metadata[META_MODEL_ID]
-    h = hashlib.sha256()
-    for p in (onnx_file, *(onnx_file.parent / f for f in PREPROCESS_FILES)):
-        h.update(p.name.encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()[:MODEL_ID_LENGTH]
+    return content_id([onnx_file, *(onnx_file.parent / f for f in PREPROCESS_FILES)])
 
 
 @dataclass(eq=False)
@@ -138,9 +112,9 @@ class Predictor:
         """From a bundled model name, a run directory or an exported folder / ``.onnx`` file.
 
         Args:
-            source: see :func:`resolve_source` (default: the bundled FD001 model).
+            source: see :func:`amnl.rundir.resolve_source` (default: the bundled FD001 model).
             inference: runtime, precision, device, threads, batching (default: torch FP32 on
-                the CPU, batches sized by the planner within 64 MB).
+                the CPU, batches sized by the planner within 32 MB).
 
         Raises:
             ModelError: no such model, or a torch runtime asked of an export without weights.
@@ -148,17 +122,16 @@ class Predictor:
         """
         inference = inference or InferenceConfig()
         path = resolve_source(source)
-        onnx_file = path if path.suffix == ".onnx" else None
-        if onnx_file is None and not has_weights(path) and inference.runtime == "onnx":
-            onnx_file = path / ONNX_FILES.get(inference.precision, ONNX_FILES["fp32"])
-        if onnx_file is not None:
-            return cls._load_export(onnx_file, inference)
-        if not has_weights(path) and not any((path / f).is_file() for f in ONNX_FILES.values()):
+        if path.suffix == ".onnx":
+            return cls._load_export(path, inference)
+        if has_weights(path):
+            return cls._load_run(path, inference)
+        if inference.runtime == "onnx":  # an exported folder
+            return cls._load_export(path / ONNX_FILES[inference.precision], inference)
+        if not any((path / f).is_file() for f in ONNX_FILES.values()):
             check_files(path, INFERENCE_FILES, "a complete run directory")  # names what is missing
-        if not has_weights(path):
-            raise ModelError(f"{path}: no torch weights (model.safetensors); an exported folder "
-                             "runs with --runtime onnx")
-        return cls._load_run(path, inference)
+        raise ModelError(f"{path}: no torch weights (model.safetensors); an exported folder "
+                         "runs with --runtime onnx")
 
     @classmethod
     def _load_export(cls, onnx_file: Path, inference: InferenceConfig) -> Predictor:
