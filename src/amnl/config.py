@@ -47,6 +47,22 @@ def _one_of(name: str, value: Any, allowed: tuple) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
 
 
+def _check_device(name: str, value: str) -> None:
+    if not (value in ("cpu", "auto") or value.split(":")[0] == "cuda"):
+        raise ConfigError(f"{name} must be cpu, cuda[:i] or auto; got {value!r}")
+
+
+def model_size(name: str) -> ModelConfig:
+    """A copy of the named model size (:data:`MODEL_SIZES`).
+
+    Raises:
+        ConfigError: no such size.
+    """
+    if name not in MODEL_SIZES:
+        raise ConfigError(f"unknown model size {name!r}; choose one of {sorted(MODEL_SIZES)}")
+    return replace(MODEL_SIZES[name])
+
+
 @dataclass
 class DataConfig:
     """How C-MAPSS rows become model inputs and labels."""
@@ -210,8 +226,7 @@ class TrainConfig:
         _one_of("train.precision", self.precision, TRAIN_PRECISIONS)
         _one_of("train.balance", self.balance, BALANCES)
         _one_of("train.select_metric", self.select_metric, SELECT_METRICS)
-        if not (self.device in ("cpu", "auto") or self.device.split(":")[0] == "cuda"):
-            raise ConfigError(f"train.device must be cpu, cuda[:i] or auto; got {self.device!r}")
+        _check_device("train.device", self.device)
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
@@ -327,11 +342,7 @@ def build_run_config(base: RunConfig | None = None, *, subset: str, size: str | 
         raise ConfigError("--size and --config cannot be combined: the config's model section "
                           "fixes the size (edit it, or drop --config)")
     cfg = base if base is not None else RunConfig()
-    model = cfg.model
-    if size is not None:
-        if size not in MODEL_SIZES:
-            raise ConfigError(f"unknown model size {size!r}; choose one of {sorted(MODEL_SIZES)}")
-        model = replace(MODEL_SIZES[size])
+    model = model_size(size) if size is not None else cfg.model
     known = {f.name for f in fields(TrainConfig)}
     unknown = set(train) - known
     if unknown:
@@ -387,8 +398,7 @@ class InferenceConfig:
             hint = " (bf16/fp16 are torch precisions)" if self.runtime == "onnx" else ""
             raise ConfigError(f"precision must be one of {', '.join(allowed)} with the "
                               f"{self.runtime} runtime{hint}; got {self.precision!r}")
-        if not (self.device in ("cpu", "auto") or self.device.split(":")[0] == "cuda"):
-            raise ConfigError(f"device must be cpu, cuda[:i] or auto; got {self.device!r}")
+        _check_device("device", self.device)
         if self.runtime == "onnx" and self.device.startswith("cuda"):
             raise ConfigError("the onnx runtime runs on the CPU; use --device cpu or the torch "
                               "runtime on CUDA")

@@ -11,6 +11,7 @@ from amnl.errors import AmnlError
 class MissingExtraError(AmnlError, ImportError):
     """An optional dependency is not installed: the message names the extra that installs it."""
 
+
 #: Extra that provides each optional module.
 EXTRA_OF = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export",
             "matplotlib": "plot"}

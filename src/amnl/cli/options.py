@@ -15,7 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from amnl.config import DEVICES, MODEL_SIZES, RUNTIMES, InferenceConfig
+from amnl.config import DEVICES, MODEL_SIZES, RUNTIMES, InferenceConfig, model_size
 from amnl.data.paths import ENV_VAR
 from amnl.errors import AmnlError
 
@@ -150,8 +150,7 @@ def model_source(run_dir: Path | None, weights: str | None, random_init: bool = 
     if sum([run_dir is not None, weights is not None, random_init]) > 1:
         raise fail("give at most one of --run, --weights and --random-init")
     if random_init:
-        if size not in MODEL_SIZES:
-            raise fail(f"unknown --size {size!r}; choose one of {', '.join(MODEL_SIZES)}")
+        run(model_size, size)  # a known size, or one line saying which exist
         return ModelSource(None, size, f"random-init {size}")
     if run_dir is not None:
         return ModelSource(run(resolve_source, run_dir), None, f"run {run_dir}")

@@ -346,14 +346,12 @@ def read_histories(path: str | os.PathLike, required: list[str] | None = None) -
         An :class:`EngineTable` with all 26 columns (absent, unused sensors are 0).
     """
     p = Path(path)
-    if p.suffix.lower() == ".csv":
+    if _is_csv(p):
         return _read_csv(p, required)
     lines = _read_text(p)
-    if "," not in lines[0]:
-        values = parse_rows(lines, str(p))
-        validate_units(values, str(p), cycles_start_at_one=False)
-        return EngineTable(str(p), values)
-    return _read_csv(p, required)
+    values = parse_rows(lines, str(p))
+    validate_units(values, str(p), cycles_start_at_one=False)
+    return EngineTable(str(p), values)
 
 
 #: Header names accepted for a column besides its own (case is ignored everywhere).
@@ -425,8 +423,8 @@ def iter_histories(path: str | os.PathLike, required: list[str] | None = None, *
     handed out in pieces.
     """
     p = Path(path)
-    if p.suffix.lower() == ".csv" or _first_line_has_comma(p):
-        table = read_histories(p, required)
+    if _is_csv(p):
+        table = _read_csv(p, required)
         starts = np.r_[table.starts, len(table)]
         per_chunk = max(1, chunk_lines // max(1, int(table.lengths.mean())))
         for i in range(0, len(starts) - 1, per_chunk):
@@ -470,9 +468,14 @@ def iter_histories(path: str | os.PathLike, required: list[str] | None = None, *
         yield flush(pending, first_line)
 
 
-def _first_line_has_comma(p: Path) -> bool:
+def _is_csv(p: Path) -> bool:
+    """A ``.csv`` file, or any whose first line holds a comma (else C-MAPSS text)."""
+    if p.suffix.lower() == ".csv":
+        return True
     try:
         with open(p, "rb") as f:
             return b"," in f.readline()
     except FileNotFoundError:
         raise DataError("file not found", path=str(p)) from None
+    except OSError as exc:
+        raise DataError(f"cannot read file ({exc.strerror})", path=str(p)) from None

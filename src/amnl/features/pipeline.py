@@ -98,16 +98,40 @@ class Preprocessor:
         self.scaler_ = ConditionScaler().fit(x, cond, self.conditions_.n_conditions_)
         return self
 
-    def transform(self, table: EngineTable) -> np.ndarray:
-        """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features),
-        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0, by
-        their slow smoothing when ``slow_smoothing`` < 1 and by the age (cycle /
-        :data:`CYCLE_SCALE`) when ``cycle_feature`` is set."""
+    def scale(self, table: EngineTable) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's operating condition and its per-condition z-scored features, float32
+        (rows, len(feature_names)): the first step of :meth:`transform`.
+
+        Raises:
+            DataError: a value that is not finite once scaled (e.g. 1e308 in a sensor) cannot
+                give a right prediction; the unit, cycle and column are named.
+        """
         if not hasattr(self, "scaler_"):
             raise NotFittedError("Preprocessor is not fitted: call fit() on training engines, "
                                  "or load a run directory")
         cond = self.conditions_.predict(table.columns(SETTING_COLUMNS))
-        scaled = self.scaler_.transform(table.columns(self.feature_names), cond)
+        raw = table.columns(self.feature_names)
+        scaled = self.scaler_.transform(raw, cond)
+        bad = ~np.isfinite(scaled)
+        if bad.any():
+            r, c = (int(i) for i in np.argwhere(bad)[0])
+            raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: "
+                            f"{self.feature_names[c]} ({raw[r, c]:g}) is not finite once scaled "
+                            "by the training statistics", path=table.path)
+        return cond, scaled
+
+    def transform(self, table: EngineTable, scaled: np.ndarray | None = None) -> np.ndarray:
+        """Scaled (and, if configured, smoothed) features of every row, float32 (rows, n_features),
+        followed by their deviations from the engine's baseline when ``baseline_cycles`` > 0, by
+        their slow smoothing when ``slow_smoothing`` < 1 and by the age (cycle /
+        :data:`CYCLE_SCALE`) when ``cycle_feature`` is set.
+
+        Args:
+            table: the rows.
+            scaled: :meth:`scale`'s z-scores of ``table``, when the caller has them already.
+        """
+        if scaled is None:
+            scaled = self.scale(table)[1]
         x = smooth_engines(scaled, table.starts, table.lengths, self.config.smoothing)
         parts = [x]
         if self.config.baseline_cycles:
@@ -119,29 +143,16 @@ class Preprocessor:
         if self.config.cycle_feature:
             parts.append((table.cycle / CYCLE_SCALE).astype(x.dtype)[:, None])
         out = np.concatenate(parts, axis=1) if len(parts) > 1 else x
-        self._check_finite(out, scaled, table)
+        if not np.isfinite(out).all():  # finite z-scores too large for the smoothing
+            r = int(np.flatnonzero(~np.isfinite(out).all(1))[0])
+            raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: a smoothed "
+                            "feature is not finite (a value too large for the smoothing)",
+                            path=table.path)
         return out
-
-    def _check_finite(self, out: np.ndarray, scaled: np.ndarray, table: EngineTable) -> None:
-        """A value that is not finite once scaled (e.g. 1e308 in a sensor) cannot give a right
-        prediction: reject it, naming the unit, cycle and column."""
-        if np.isfinite(out).all():
-            return
-        bad_scaled = ~np.isfinite(scaled)
-        rows = np.flatnonzero(bad_scaled.any(1)) if bad_scaled.any() else \
-            np.flatnonzero(~np.isfinite(out).all(1))
-        r = int(rows[0])
-        col = self.feature_names[int(np.flatnonzero(bad_scaled[r])[0])] if bad_scaled[r].any() \
-            else "a smoothed feature"
-        raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: {col} "
-                        f"({table.columns([col])[r, 0]:g}) is not finite once scaled by the "
-                        "training statistics" if col in self.feature_names else
-                        f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: {col} is not "
-                        "finite (a value too large for the smoothing)", path=table.path)
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,
                 last_only: bool = False, rul_after_end: np.ndarray | None = None,
-                first_end: int | None = None) -> Windows:
+                first_end: int | None = None, scaled: np.ndarray | None = None) -> Windows:
         """Scaled windows and labels of a file.
 
         Args:
@@ -152,6 +163,7 @@ class Preprocessor:
                 (``RUL_FDxxx``); training files are run to failure, so this is 0.
             first_end: windows end at every cycle from this one on (0-based, front-padded
                 where shorter than the window); default: from the first full window.
+            scaled: :meth:`scale`'s z-scores of the whole ``table`` (not with ``units``).
 
         Returns:
             A :class:`Windows`.
@@ -160,7 +172,8 @@ class Preprocessor:
             if rul_after_end is not None:
                 rul_after_end = np.asarray(rul_after_end)[np.isin(table.units, units)]
             table = EngineTable(table.path, table.values[np.isin(table.unit, units)])
-        x = self.transform(table)
+            scaled = None
+        x = self.transform(table, scaled)
         starts, lengths, unit_ids = table.starts, table.lengths, table.units
         index = window_index(starts, lengths, self.config.window, last_only=last_only,
                              first_end=first_end)

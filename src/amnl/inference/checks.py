@@ -38,14 +38,18 @@ def longest_training_engine(config: RunConfig) -> int:
     return max(LONGEST_TRAINING_ENGINE[s] for s in subsets)
 
 
-def unit_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable) -> list[list[str]]:
-    """The warnings of each unit of ``table``, in its unit order (empty lists when fine)."""
+def unit_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
+                  cond: np.ndarray, scaled: np.ndarray) -> list[list[str]]:
+    """The warnings of each unit of ``table``, in its unit order (empty lists when fine).
+
+    Args:
+        cond, scaled: :meth:`Preprocessor.scale` of ``table`` (the prediction computes them
+            anyway).
+    """
     starts, lengths = table.starts, table.lengths
     settings = table.columns(SETTING_COLUMNS)
-    cond = pre.conditions_.predict(settings)
     unknown = (np.abs(settings - pre.conditions_.centers_[cond]) > SETTING_TOLERANCE).any(1)
-    z = np.abs(pre.scaler_.transform(table.columns(pre.feature_names), cond))
-    beyond = z > Z_LIMIT
+    beyond = np.abs(scaled) > Z_LIMIT
     n_unknown = np.add.reduceat(unknown.astype(np.int64), starts)
     n_beyond = np.add.reduceat(beyond.any(1).astype(np.int64), starts)
     features = np.add.reduceat(beyond.astype(np.int64), starts, axis=0)

@@ -202,11 +202,13 @@ class Predictor:
         """
         from amnl.inference.checks import unit_warnings
 
-        w = self.preprocessor.windows(table, last_only=True)
+        cond, scaled = self.preprocessor.scale(table)  # once, for the windows and the checks
+        w = self.preprocessor.windows(table, last_only=True, scaled=scaled)
         rul, prob = self(w.arrays())
         bad = np.flatnonzero(~(np.isfinite(rul) & np.isfinite(prob).all(1)))
         if bad.size:
             raise DataError(f"unit {int(w.unit[bad[0]])}: the model's output is not a number; "
                             "its readings are far outside anything it was trained on",
                             path=table.path)
-        return Predictions(w.unit, rul, prob, unit_warnings(self.preprocessor, self.config, table))
+        return Predictions(w.unit, rul, prob,
+                           unit_warnings(self.preprocessor, self.config, table, cond, scaled))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from amnl.config import MB, RUNTIME_PRECISIONS
+from amnl.config import MB, RUNTIME_PRECISIONS, InferenceConfig
 from amnl.errors import ConfigError
 from amnl.inference.planner import (
     DEFAULT_MAX_BATCH,
@@ -107,16 +107,9 @@ class TorchRuntime:
                  batch_size: int | str = 1024, memory_budget_mb: float | None = None,
                  max_batch: int = DEFAULT_MAX_BATCH, window: int | None = None) -> None:
         auto = batch_size in AUTO_BATCH
-        if not auto and (isinstance(batch_size, str) or int(batch_size) < 1):
-            raise ConfigError(f"batch_size must be >= 1 or 'auto', got {batch_size!r}")
-        if precision not in TORCH_PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(TORCH_PRECISIONS)}, "
-                              f"got {precision!r}")
         device = pick_device(device)
-        if precision == "fp16" and device == "cpu":
-            raise ConfigError("fp16 inference needs CUDA; use bf16 or int8 on the CPU")
-        if precision == "int8" and device != "cpu":
-            raise ConfigError("int8 dynamic quantisation runs on the CPU only")
+        # the rules of precision, device and batch size live in one place
+        InferenceConfig(runtime="torch", precision=precision, device=device, batch_size=batch_size)
         model = model.to(device).eval()
         if precision == "int8":
             from amnl.export.quantize import quantize_torch

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from amnl.config import MODEL_SIZES, ModelConfig
-from amnl.errors import ConfigError
+from amnl.config import MODEL_SIZES, model_size
 from amnl.model.network import AMNL
 
 __all__ = ["MODEL_SIZES", "create_model"]
@@ -19,7 +18,4 @@ def create_model(name: str = "base", **overrides: Any) -> AMNL:
         >>> create_model("tiny", in_features=17).config.in_features
         17
     """
-    if name not in MODEL_SIZES:
-        raise ConfigError(f"unknown model size {name!r}; choose one of {sorted(MODEL_SIZES)}")
-    config: ModelConfig = replace(MODEL_SIZES[name], **overrides)
-    return AMNL(config)
+    return AMNL(replace(model_size(name), **overrides))
