@@ -97,8 +97,8 @@ def train(
     from amnl.config import RunConfig, build_run_config
     from amnl.data.cmapss import check_subset_name
     from amnl.data.paths import resolve_data_dir
-    from amnl.inference.runtime import pick_device, set_threads
-    from amnl.train.run import choose_precision, train_run
+    from amnl.inference.runtime import set_threads
+    from amnl.train.run import train_run
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     name = run(check_subset_name, dataset)
@@ -112,8 +112,6 @@ def train(
               teacher_targets=None if teacher_targets is None else str(teacher_targets))
     out = out or Path("runs") / f"{name}-{cfg.train.loss}-s{cfg.train.seed}"
     set_threads(cfg.train.threads)
-    chosen, why = run(choose_precision, cfg.train.precision, run(pick_device, cfg.train.device))
-    typer.echo(f"training precision: {why}", err=True)
     key = f"val_{cfg.train.select_metric}"
     if progress:
         with ProgressBar(key) as bar:
@@ -126,6 +124,8 @@ def train(
 
         summary = run(train_run, cfg, resolve_data_dir(data_dir), out, resume=resume,
                       force=force, callback=lines)
+    # chosen by train_run (an emulated bf16 is warned about before the first step)
+    typer.echo(f"training precision: {summary['precision_reason']}", err=True)
     if summary["interrupted"]:
         typer.echo(f"interrupted after epoch {summary['epochs_run']}; resume with: "
                    f"amnl train --dataset {name} --out {out} --resume")
