@@ -231,8 +231,9 @@ class TrainConfig:
             raise ConfigError(f"train.epochs and train.batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
 
-#: Default peak tensor memory of one inference pass with an automatic batch size, MB: with
-#: the weights (14 MB FP32) it keeps a CLI inference process near 400 MB RSS with torch.
+#: Default peak tensor memory of one inference pass with an automatic batch size, MB: with it
+#: `amnl evaluate` peaks at 350-370 MB RSS with torch, 229 MB of them `import torch` (Intel Xeon,
+#: family 6, model 207; ``benchmarks/cli_resources.py``).
 DEFAULT_MEMORY_BUDGET_MB = 32.0
 
 #: Train fields that change a run, not its recipe (left out of :meth:`RunConfig.recipe`).

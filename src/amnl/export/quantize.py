@@ -12,11 +12,13 @@ quantisation, U8S8 (signed weights), runs on x86 CPUs without VNNI through ``vpm
 which adds two u8 x s8 products into a saturating int16: with activations near 255 and weights
 near 127 the pair sums exceed 32,767 and are clipped (ONNX Runtime's quantisation docs warn of
 it and suggest ``reduce_range`` or U8U8). On an AVX2-only Zen 3 host that gave max |dRUL| of
-3.6-14 cycles and moved FD001's test RMSE by 0.34. So every MatMul is U8U8, which multiplies
+3.6-14 cycles and moved FD001's test RMSE by 0.34 (as reported in issue #17; no such host was
+at hand to measure again). So every MatMul is U8U8, which multiplies
 zero-extended values and cannot saturate; ONNX Runtime's LSTM kernel takes signed weights only,
 so the two LSTMs get 7-bit signed weights (``reduce_range``), whose pair sums stay below 2^15
 (255 * 2 * 63). Measured against PyTorch FP32 on every window of the four test files on an
-AVX-512 VNNI Xeon (``experiments/int8_schemes.py``, ``benchmarks/results/int8-schemes-*.json``):
+Intel Xeon (family 6, model 207, AVX-512 VNNI; ``experiments/int8_schemes.py``,
+``benchmarks/results/int8-schemes-xeon-vnni.json``):
 p99 |dRUL| 0.89-1.07 cycles and max 2.4-6.3 (U8S8 there: 0.85-1.24 and 2.4-4.5), last-window
 test RMSE within 0.1 of FP32 on all four subsets (the bar is 0.3).
 """

@@ -23,12 +23,13 @@ from amnl.data.cmapss import SETTING_COLUMNS, EngineTable
 from amnl.features.pipeline import Preprocessor
 
 #: A cycle is in a known operating condition when every setting is within this of a centre.
-#: Within one condition the C-MAPSS settings vary by at most 0.009 (kft, Mach or degrees).
+#: Within one condition the C-MAPSS settings vary by at most 0.009 (kft, Mach or degrees;
+#: ``experiments/training_ranges.py``, ``benchmarks/results/training-ranges.json``).
 SETTING_TOLERANCE = 0.1
 #: Largest |z| of a per-condition scaled sensor counted as within the training range: the four
-#: training files reach 8.6-9.6 (their test files 4.3-9.9).
+#: training files reach 8.6-9.6 (their test files 4.3-9.9; the same script).
 Z_LIMIT = 12.0
-#: Longest engine, in cycles, of each published training file (NASA's C-MAPSS).
+#: Longest engine, in cycles, of each published training file (NASA's C-MAPSS; the same script).
 LONGEST_TRAINING_ENGINE = {"FD001": 362, "FD002": 378, "FD003": 525, "FD004": 543}
 
 

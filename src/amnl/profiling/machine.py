@@ -51,7 +51,9 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
     if threads is None and torch is not None:
         threads = torch.get_num_threads()
     info: dict[str, Any] = {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "threads": threads,
+        "cpu": cpu_name(), "cpu_family": _cpuinfo_field("cpu family"),
+        "cpu_model": _cpuinfo_field("model\t"), "cores": os.cpu_count(),
+        "cpu_flags": cpu_flags(), "threads": threads,
         "python": platform.python_version(), "platform": platform.platform(), "device": device,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     for mod in LIBRARIES:  # read from the installed metadata: importing torch costs 200+ MB
@@ -66,7 +68,10 @@ def machine_info(device: str = "cpu", threads: int | None = None) -> dict[str, A
 
 def describe(info: dict[str, Any]) -> str:
     """One line for a table title or a training summary: ``CPU, N cores, T threads``."""
-    line = f"{info['cpu']}, {info['cores']} cores"
+    line = info["cpu"]
+    if info.get("cpu_family"):
+        line += f" (family {info['cpu_family']}, model {info['cpu_model']})"
+    line += f", {info['cores']} cores"
     if info.get("threads"):
         line += f", {info['threads']} threads"
     if info.get("gpu"):
