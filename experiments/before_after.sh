@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The same commands on an older revision and on the working tree, side by side in one run, same
 # venv (the old code is put first on PYTHONPATH from a temporary git worktree).
-#   experiments/before_after.sh [REV] [ROUNDS] [OUT_DIR]      (default f407680, 3, /tmp/before-after)
+#   experiments/before_after.sh [REV] [ROUNDS] [OUT_DIR] [NEW_REV]
+#   (defaults f407680, 3, /tmp/before-after, the working tree)
 # Per revision: wall time and peak RSS (GNU time %M) of `amnl evaluate` on FD001-FD004, and
 # ROUNDS alternating rounds of `amnl bench` (1 s per measurement, window 30, torch fp32/int8,
 # onnx fp32/int8, RSS on). REV must know `amnl bench --engines` (before the runtime rename).
@@ -11,12 +12,17 @@ cd "$(dirname "$0")/.."
 data=${AMNL_DATA_DIR:-$(cd .. && pwd)/shared/data/CMAPSS}
 old=$(mktemp -d)/old
 git worktree add -q "$old" "$rev"
-trap 'git worktree remove --force "$old"' EXIT
+new=$(pwd)
+if [ -n "${4:-}" ]; then
+  new=$(mktemp -d)/new
+  git worktree add -q "$new" "$4"
+fi
+trap 'git worktree remove --force "$old"; [ "$new" = "$(pwd)" ] || git worktree remove --force "$new"' EXIT
 rm -rf "$out"; mkdir -p "$out"
 lscpu | grep "Model name" | tee "$out/cpu.txt"
 # two launchers (GNU time runs programs, not shell functions)
 printf '#!/bin/sh\nPYTHONPATH="%s/src" exec python -c "from amnl.cli import main; main()" "$@"\n' "$old" > "$out/oldamnl"
-printf '#!/bin/sh\nexec python -c "from amnl.cli import main; main()" "$@"\n' > "$out/newamnl"
+printf '#!/bin/sh\nPYTHONPATH="%s/src" exec python -c "from amnl.cli import main; main()" "$@"\n' "$new" > "$out/newamnl"
 chmod +x "$out/oldamnl" "$out/newamnl"
 oldamnl() { "$out/oldamnl" "$@"; }
 newamnl() { "$out/newamnl" "$@"; }
