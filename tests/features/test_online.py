@@ -1,0 +1,75 @@
+"""Streaming features equal the batch pipeline at every cycle (amnl.features.online)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amnl.config import DataConfig
+from amnl.data.cmapss import COLUMNS, load_subset
+from amnl.data.cmapss import EngineTable
+from amnl.data.synthetic import make_fleet
+from amnl.errors import DataError
+from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
+from amnl.features.pipeline import Preprocessor
+from amnl.rundir import bundled_dir, load_config, load_preprocessor
+
+RAW = [COLUMNS.index(c) for c in READING_COLUMNS]
+
+
+def synthetic_table(n_units: int = 4, n_conditions: int = 1, seed: int = 0) -> EngineTable:
+    return EngineTable("synthetic", np.concatenate(make_fleet(n_units, n_conditions, seed=seed)))
+
+
+def stream(online: OnlineFeatures, table, chunk: int = 1) -> np.ndarray:
+    """Every engine of ``table`` fed ``chunk`` cycles at a time: the windows, in row order."""
+    out = []
+    for start, n in zip(table.starts, table.lengths):
+        state = online.new_state()
+        for b in range(start, start + n, chunk):
+            rows = table.values[b: min(b + chunk, start + n)]
+            w, _ = online.step(state, rows[:, 1].astype(np.int64), rows[:, RAW])
+            out.append(w)
+            state = AssetState.from_bytes(state.to_bytes())  # a restart between requests
+    return np.concatenate(out)
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("name", ["FD001", "FD002", "FD003", "FD004"])
+def test_every_cycle_of_the_test_files_matches_the_batch_windows(cmapss_dir, name):
+    cfg = load_config(bundled_dir(name))
+    pre = load_preprocessor(bundled_dir(name), cfg)
+    test = load_subset(cmapss_dir, name, train=False).test
+    batch = pre.windows(test, first_end=0)  # the window at every cycle: the cut histories'
+    online = stream(OnlineFeatures(pre), test, chunk=7)
+    assert online.shape == (len(test), cfg.data.window, pre.windows(test, last_only=True).x.shape[1])
+    np.testing.assert_array_equal(online, batch.arrays())  # bit for bit
+
+
+@pytest.mark.parametrize("baseline,slow,smooth", [(5, 0.02, 0.1), (0, 1.0, 1.0), (3, 1.0, 0.3)])
+def test_every_option_streams_exactly(baseline, slow, smooth):
+    table = synthetic_table(n_units=4, n_conditions=3, seed=1)
+    cfg = DataConfig(window=8, baseline_cycles=baseline, slow_smoothing=slow, smoothing=smooth,
+                     use_settings=True)
+    pre = Preprocessor(cfg).fit(table)
+    np.testing.assert_array_equal(stream(OnlineFeatures(pre), table),
+                                  pre.windows(table, first_end=0).arrays())
+
+
+def test_a_bad_value_names_the_cycle_and_leaves_the_state_alone():
+    table = synthetic_table(n_units=1, seed=2)
+    pre = Preprocessor(DataConfig(window=5)).fit(table)
+    online = OnlineFeatures(pre)
+    state = online.new_state()
+    rows = table.values[:4, RAW].copy()
+    online.step(state, np.arange(1, 3), rows[:2])
+    before = state.to_bytes()
+    rows[3, READING_COLUMNS.index("s_2")] = np.nan
+    with pytest.raises(DataError, match=r"cycle 4: s_2 \(nan\)"):
+        online.step(state, np.arange(3, 5), rows[2:4])
+    assert state.to_bytes() == before
+
+
+def test_a_snapshot_that_is_not_one_is_refused():
+    with pytest.raises(DataError):
+        AssetState.from_bytes(b"AMNS" + b"\0" * 10)
