@@ -14,7 +14,8 @@ class MissingExtraError(AmnlError, ImportError):
 
 #: Extra that provides each optional module.
 EXTRA_OF = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export",
-            "matplotlib": "plot"}
+            "matplotlib": "plot", "fastapi": "serve", "uvicorn": "serve", "sqlalchemy": "serve",
+            "prometheus_client": "serve", "psycopg": "postgres"}
 
 
 def require(module: str, purpose: str | None = None) -> ModuleType:

@@ -1,0 +1,82 @@
+"""``amnl serve``: the fleet service (FastAPI + uvicorn; extra ``serve``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amnl.cli.options import Precision, Threads, fail, inference_config, run
+from amnl.extras import require
+
+
+def serve(
+    model: Annotated[str | None, typer.Option(
+        help="A bundled model (FD001..FD004), a run directory or an exported folder "
+             "(default: FD001).")] = None,
+    runtime: Annotated[str, typer.Option(
+        help="onnx (ONNX Runtime; the serving process never imports torch: a run directory "
+             "is exported once into the cache by a child process) or torch.")] = "onnx",
+    precision: Precision = "fp32",
+    threads: Threads = 0,
+    db: Annotated[str, typer.Option(
+        help="SQLite file, or a SQLAlchemy URL such as postgresql+psycopg://user@host/db.")
+    ] = "amnl.db",
+    host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback "
+                                           "needs --api-token.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_token: Annotated[str | None, typer.Option(
+        envvar="AMNL_API_TOKEN", show_envvar=True,
+        help="Bearer token every write (POST, DELETE) must carry.")] = None,
+    max_batch: Annotated[int | None, typer.Option(
+        help="Windows per forward pass at most (default: the runtime's measured batch).",
+        show_default=False)] = None,
+    max_wait_ms: Annotated[float, typer.Option(
+        help="How long a batch waits for more readings after its first, ms.")] = 5.0,
+    batching: Annotated[bool, typer.Option(
+        help="Coalesce the predictions of concurrent readings (--no-batching: one each).")
+    ] = True,
+    max_backlog: Annotated[int, typer.Option(
+        help="Windows queued in memory at most; beyond, predictions are caught up from the "
+             "database.")] = 20_000,
+    durability: Annotated[str, typer.Option(
+        help="SQLite: process (an acknowledged write survives a killed process) or power "
+             "(also a power loss: an fsync per commit).")] = "process",
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4_000_000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Serve a fleet: readings in over HTTP, RUL and health per asset, kept in a database.
+
+    OpenAPI documentation at http://HOST:PORT/docs; Prometheus metrics at /metrics.
+    """
+    for module in ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client"):
+        try:
+            require(module, "amnl serve")
+        except ImportError as exc:
+            raise fail(f"{exc} (or pip install 'amnl[serve]')") from None
+    import uvicorn
+
+    from amnl.serve.app import create_app
+    from amnl.serve.settings import ServeSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
+                                                        "%(message)s")
+    inference = inference_config(runtime, precision, "cpu", threads)
+    settings = run(ServeSettings, model=model, inference=inference, db=db, host=host,
+                   port=port, api_token=api_token, max_batch=max_batch,
+                   max_wait_ms=max_wait_ms, batching=batching, max_backlog=max_backlog,
+                   durability=durability, max_body_bytes=max_body_bytes)
+    app = create_app(settings)
+    # the model and database are opened by the app's lifespan: load them now, so that a bad
+    # --model or --db is one line and exit 2 rather than a traceback inside uvicorn
+    run(app.state.service.start)
+    typer.echo(f"amnl serve: model {app.state.service.predictor.model_id} on "
+               f"http://{host}:{port} (docs at /docs), database {Path(db) if '://' not in db else 'URL'}",
+               err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(serve)

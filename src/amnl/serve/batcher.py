@@ -1,0 +1,168 @@
+"""Dynamic batching across assets: windows that arrive together share one forward pass.
+
+A batch is released when it holds ``max_batch`` windows (reason ``full``), when ``max_wait_ms``
+have passed since its first window arrived (``timeout``), or at once when nothing more is
+queued and the wait is 0 (``drained``). Batches of recovered predictions (after a restart or an
+overflow) are released as ``catch_up``. The queue holds at most ``max_backlog`` windows; the
+service keeps acknowledging beyond that, and the windows that did not fit are rebuilt from
+the database once the queue is empty (:meth:`DynamicBatcher.mark_behind`). Order does not
+matter: predictions are keyed by (asset, cycle) and an asset's latest prediction only moves
+forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+RELEASE_REASONS = ("full", "timeout", "drained", "catch_up")
+
+
+@dataclass
+class Job:
+    """One window to predict.
+
+    Attributes:
+        asset_id, incarnation: whose (an asset deleted and created again is another one).
+        cycle: the cycle the window ends at.
+        window: float32 (W, F).
+        acked_at: ``time.monotonic()`` of the acknowledgement (None for recovered work).
+    """
+
+    asset_id: str
+    incarnation: int
+    cycle: int
+    window: np.ndarray
+    acked_at: float | None = None
+
+
+@dataclass
+class Batch:
+    """A released batch and what the model said of it."""
+
+    jobs: list[Job]
+    rul: np.ndarray
+    probabilities: np.ndarray
+    reason: str
+    seconds: float
+
+
+class DynamicBatcher:
+    """A thread that coalesces :class:`Job` s into forward passes.
+
+    Args:
+        predict: scaled windows (N, W, F) -> (RUL (N,), probabilities (N, 3)).
+        on_batch: called with every finished :class:`Batch` (from the batcher's thread).
+        max_batch: windows per forward pass at most (1: no batching).
+        max_wait_ms: how long a batch waits for more windows after its first.
+        max_backlog: windows queued at most; :meth:`submit` takes what fits.
+        catch_up: called when behind and idle, returns up to ``n`` recovered jobs (oldest
+            first; fewer than ``n`` means there are no more).
+        on_error: called with the exception when a forward pass fails (the jobs stay
+            unpredicted in the database and are caught up).
+    """
+
+    def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                 on_batch: Callable[[Batch], None], *, max_batch: int, max_wait_ms: float,
+                 max_backlog: int, catch_up: Callable[[int], list[Job]] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None) -> None:
+        self.predict, self.on_batch = predict, on_batch
+        self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
+        self.max_backlog, self.catch_up, self.on_error = max_backlog, catch_up, on_error
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._behind = catch_up is not None  # a start may find unpredicted readings
+        self._stop = False
+        self.dropped = 0
+        """Windows that did not fit in the queue since the last catch-up (in the database)."""
+        self._thread = threading.Thread(target=self._run, name="amnl-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+
+    @property
+    def depth(self) -> int:
+        """Windows waiting: queued plus those left to the database."""
+        return len(self._queue) + self.dropped
+
+    def submit(self, jobs: list[Job]) -> int:
+        """Queue what fits of ``jobs``; the rest is marked to be caught up. Returns how many
+        were queued."""
+        with self._cond:
+            room = max(self.max_backlog - len(self._queue), 0)
+            taken = jobs[:room]
+            self._queue.extend(taken)
+            if len(taken) < len(jobs):
+                self.dropped += len(jobs) - len(taken)
+                self._behind = self.catch_up is not None
+            self._cond.notify()
+        return len(taken)
+
+    def mark_behind(self) -> None:
+        with self._cond:
+            self._behind = self.catch_up is not None
+            self._cond.notify()
+
+    def _take(self) -> tuple[list[Job], str] | None:
+        with self._cond:
+            while not self._queue and not self._stop:
+                if self._behind:
+                    break
+                self._cond.wait()
+            if self._stop:
+                return None
+            if not self._queue:  # behind and idle: catch up from the database
+                self._behind = False
+                self.dropped = 0
+                reason = "catch_up"
+            else:
+                reason = ""
+        if reason:
+            jobs = self.catch_up(self.max_backlog) if self.catch_up else []
+            if len(jobs) >= self.max_backlog:
+                self.mark_behind()
+            return jobs, reason
+        with self._cond:
+            deadline = time.monotonic() + self.max_wait
+            while len(self._queue) < self.max_batch and not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            n = min(len(self._queue), self.max_batch)
+            jobs = [self._queue.popleft() for _ in range(n)]
+        if n == self.max_batch:
+            return jobs, "full"
+        return jobs, "timeout" if self.max_wait > 0 else "drained"
+
+    def _run(self) -> None:
+        while True:
+            taken = self._take()
+            if taken is None:
+                return
+            jobs, reason = taken
+            for b in range(0, len(jobs), self.max_batch):
+                part = jobs[b: b + self.max_batch]
+                t0 = time.perf_counter()
+                try:
+                    rul, prob = self.predict(np.stack([j.window for j in part]))
+                except Exception as exc:
+                    logger.exception("a forward pass of %d windows failed", len(part))
+                    if self.on_error:
+                        self.on_error(exc)
+                    continue
+                self.on_batch(Batch(part, rul, prob, reason, time.perf_counter() - t0))

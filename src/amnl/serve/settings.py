@@ -1,0 +1,99 @@
+"""The service's settings: one dataclass, checked once (the CLI and tests build it)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+
+from amnl.config import InferenceConfig
+from amnl.errors import ConfigError
+
+#: Where the API token may come from besides ``--api-token``.
+TOKEN_ENV = "AMNL_API_TOKEN"
+#: Largest request body, bytes: a fleet post of 707 C-MAPSS readings is about 0.4 MB.
+DEFAULT_MAX_BODY_BYTES = 4_000_000
+#: How long the batcher waits for more readings after the first of a batch, ms.
+DEFAULT_MAX_WAIT_MS = 5.0
+#: Windows the batcher holds in memory; beyond it predictions wait in the database
+#: (every reading is stored with its model inputs) and are caught up from there.
+DEFAULT_MAX_BACKLOG = 20_000
+#: SQLite ``synchronous`` per durability level (WAL mode): ``process`` survives a killed
+#: process (the default), ``power`` also a power loss (an fsync per commit).
+DURABILITY = {"process": "NORMAL", "power": "FULL"}
+#: Readings per group commit at most (a group is what arrived while the last one committed).
+MAX_GROUP_READINGS = 8192
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def database_url(db: str) -> str:
+    """A SQLAlchemy URL: URLs pass through, anything else is a SQLite file path."""
+    if "://" in db:
+        return db
+    return f"sqlite:///{os.path.abspath(db)}"
+
+
+@dataclass
+class ServeSettings:
+    """How ``amnl serve`` runs.
+
+    Attributes:
+        model: a bundled model name, a run directory or an exported folder.
+        inference: runtime and precision (the onnx runtime never imports torch in the serving
+            process: a run directory is exported once, in a child process, into the cache).
+        db: a SQLAlchemy URL or a SQLite file path.
+        host, port: where to listen. Anything but loopback needs ``api_token``.
+        api_token: bearer token required on every write (POST, DELETE) when set.
+        max_batch: windows per forward pass at most (None: the runtime's measured batch).
+        max_wait_ms: how long a batch waits for more readings after its first; 0 sends what
+            is there at once.
+        batching: False predicts every reading alone (for comparison).
+        max_backlog: windows queued in memory at most (see :data:`DEFAULT_MAX_BACKLOG`).
+        durability: ``process`` or ``power`` (SQLite; PostgreSQL's commits are durable).
+        max_body_bytes: larger requests get a 413.
+    """
+
+    model: str | None = None
+    inference: InferenceConfig = field(default_factory=lambda: InferenceConfig(runtime="onnx"))
+    db: str = "amnl.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_token: str | None = None
+    max_batch: int | None = None
+    max_wait_ms: float = DEFAULT_MAX_WAIT_MS
+    batching: bool = True
+    max_backlog: int = DEFAULT_MAX_BACKLOG
+    durability: str = "process"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        if self.api_token is None:
+            self.api_token = os.environ.get(TOKEN_ENV) or None
+        if not is_loopback(self.host) and not self.api_token:
+            raise ConfigError(f"refusing to listen on {self.host} without an API token: pass "
+                              f"--api-token or set {TOKEN_ENV} (writes then need "
+                              "'Authorization: Bearer <token>')")
+        if self.durability not in DURABILITY:
+            raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, got "
+                              f"{self.durability!r}")
+        for name in ("max_backlog", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.max_wait_ms < 0:
+            raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port must be 1-65535, got {self.port}")
+
+    @property
+    def url(self) -> str:
+        return database_url(self.db)

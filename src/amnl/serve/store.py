@@ -1,0 +1,195 @@
+"""Every SQL statement of the service, on SQLAlchemy Core (bound parameters only).
+
+Writes take a connection inside the caller's transaction (:class:`amnl.serve.writer.Writer`
+owns them); reads open their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select
+
+from amnl.features.online import READING_COLUMNS
+from amnl.serve.db import PROBABILITY_COLUMNS, assets, predictions, readings
+
+
+def insert_ignore(table, dialect: str):
+    """``INSERT ... ON CONFLICT DO NOTHING`` for SQLite and PostgreSQL."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+@dataclass
+class StoredAsset:
+    """What a restart needs of an asset: its state snapshot and where it stands."""
+
+    asset_id: str
+    first_cycle: int
+    last_cycle: int
+    n_readings: int
+    state: bytes
+
+
+class Store:
+    """The service's reads and writes.
+
+    Args:
+        engine: from :func:`amnl.serve.db.create_db_engine`, migrated.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert_prediction = insert_ignore(predictions, self.dialect)
+        self._update_state = (assets.update().where(assets.c.asset_id == bindparam("b_asset"))
+                              .values(last_cycle=bindparam("last_cycle"),
+                                      n_readings=bindparam("n_readings"),
+                                      state=bindparam("state"),
+                                      updated_at=bindparam("updated_at")))
+        latest = {c: bindparam(c) for c in ("rul", "health", *PROBABILITY_COLUMNS, "model_id",
+                                            "predicted_at")}
+        self._update_latest = (
+            assets.update()
+            .where(and_(assets.c.asset_id == bindparam("b_asset"),
+                        or_(assets.c.predicted_cycle.is_(None),
+                            assets.c.predicted_cycle < bindparam("b_cycle"))))
+            .values(predicted_cycle=bindparam("b_cycle"), **latest))
+
+    # -- writes (inside the writer's transaction) -------------------------------------------
+    def insert_assets(self, conn: Connection, rows: list[dict]) -> None:
+        if rows:
+            conn.execute(assets.insert(), rows)
+
+    def update_states(self, conn: Connection, rows: list[dict]) -> None:
+        """Rows of ``b_asset``, ``last_cycle``, ``n_readings``, ``state``, ``updated_at``."""
+        if rows:
+            conn.execute(self._update_state, rows)
+
+    def insert_readings(self, conn: Connection, rows: list[dict]) -> None:
+        if rows:
+            conn.execute(readings.insert(), rows)
+
+    def insert_predictions(self, conn: Connection, rows: list[dict]) -> None:
+        """Prediction rows (a repeated (asset, cycle) is ignored: recomputed ones are equal),
+        and each asset's latest prediction moved forward."""
+        if not rows:
+            return
+        conn.execute(self._insert_prediction, rows)
+        latest: dict[str, dict] = {}
+        for r in rows:
+            if r["asset_id"] not in latest or r["cycle"] > latest[r["asset_id"]]["cycle"]:
+                latest[r["asset_id"]] = r
+        conn.execute(self._update_latest,
+                     [{"b_asset": r["asset_id"], "b_cycle": r["cycle"],
+                       **{k: v for k, v in r.items() if k not in ("asset_id", "cycle")}}
+                      for r in latest.values()])
+
+    def delete_asset(self, conn: Connection, asset_id: str) -> bool:
+        for table in (predictions, readings):
+            conn.execute(delete(table).where(table.c.asset_id == asset_id))
+        return conn.execute(delete(assets).where(assets.c.asset_id == asset_id)).rowcount > 0
+
+    # -- reads ------------------------------------------------------------------------------
+    def stored_readings(self, conn: Connection, asset_id: str, lo: int, hi: int
+                        ) -> dict[int, np.ndarray]:
+        """Raw values of an asset's cycles ``lo..hi`` (NaN where a sensor was not sent)."""
+        cols = [readings.c[c] for c in READING_COLUMNS]
+        rows = conn.execute(select(readings.c.cycle, *cols).where(
+            readings.c.asset_id == asset_id, readings.c.cycle.between(lo, hi))).all()
+        return {int(r[0]): np.array([np.nan if v is None else v for v in r[1:]], np.float64)
+                for r in rows}
+
+    def load_assets(self) -> list[StoredAsset]:
+        """Every asset's snapshot: a restart resumes from these, O(assets)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(assets.c.asset_id, assets.c.first_cycle,
+                                       assets.c.last_cycle, assets.c.n_readings,
+                                       assets.c.state)).all()
+        return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
+
+    def unpredicted(self, limit: int) -> list[tuple[str, int]]:
+        """(asset, cycle) of stored readings without a prediction, oldest cycles first."""
+        r, p = readings.alias("r"), predictions.alias("p")
+        q = (select(r.c.asset_id, r.c.cycle)
+             .select_from(r.outerjoin(p, and_(p.c.asset_id == r.c.asset_id,
+                                               p.c.cycle == r.c.cycle)))
+             .where(p.c.cycle.is_(None)).order_by(r.c.cycle, r.c.asset_id).limit(limit))
+        with self.engine.connect() as conn:
+            return [(a, int(c)) for a, c in conn.execute(q).all()]
+
+    def feature_rows(self, asset_id: str, lo: int, hi: int) -> tuple[np.ndarray, list[bytes]]:
+        """Cycles and model-ready feature rows (float32 bytes) of an asset's cycles lo..hi."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(readings.c.cycle, readings.c.features)
+                                .where(readings.c.asset_id == asset_id,
+                                       readings.c.cycle.between(lo, hi))
+                                .order_by(readings.c.cycle)).all()
+        return np.array([r[0] for r in rows], np.int64), [bytes(r[1]) for r in rows]
+
+    def fleet(self, *, health: str | None, limit: int, offset: int) -> tuple[int, list[dict]]:
+        """Assets sorted by predicted RUL (unpredicted last), optionally of one health state."""
+        where = [] if health is None else [assets.c.health == health]
+        cols = [c for c in assets.c if c.name != "state"]
+        q = (select(*cols).where(*where)
+             .order_by(assets.c.rul.is_(None), assets.c.rul, assets.c.asset_id)
+             .limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(assets).where(*where)).scalar_one()
+            return int(total), [dict(r._mapping) for r in conn.execute(q)]
+
+    def asset(self, asset_id: str) -> dict | None:
+        cols = [c for c in assets.c if c.name != "state"]
+        with self.engine.connect() as conn:
+            row = conn.execute(select(*cols).where(assets.c.asset_id == asset_id)).first()
+        return None if row is None else dict(row._mapping)
+
+    def predictions(self, asset_id: str, *, from_cycle: int | None = None,
+                    to_cycle: int | None = None, limit: int | None = None) -> list[dict]:
+        where = [predictions.c.asset_id == asset_id]
+        if from_cycle is not None:
+            where.append(predictions.c.cycle >= from_cycle)
+        if to_cycle is not None:
+            where.append(predictions.c.cycle <= to_cycle)
+        q = select(predictions).where(*where).order_by(predictions.c.cycle).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def count(self, table_name: str) -> int:
+        table = {"readings": readings, "predictions": predictions, "assets": assets}[table_name]
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+    def ping(self) -> None:
+        """Raises when the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1)).scalar_one()
+
+
+def reading_row(asset_id: str, cycle: int, raw: Sequence[float], features: np.ndarray,
+                received_at: float) -> dict:
+    """A ``readings`` row: missing sensors (NaN) become NULL."""
+    values = {c: (None if np.isnan(v) else float(v)) for c, v in zip(READING_COLUMNS, raw)}
+    return {"asset_id": asset_id, "cycle": int(cycle), **values,
+            "features": np.ascontiguousarray(features, np.float32).tobytes(),
+            "received_at": received_at}
+
+
+def windows_from_rows(cycles: np.ndarray, rows: Iterable[bytes], wanted: Iterable[int],
+                      window: int, n_features: int) -> dict[int, np.ndarray]:
+    """The window at each ``wanted`` cycle from stored feature rows (consecutive cycles from
+    the asset's first or from at least ``window - 1`` before the earliest wanted one), with
+    the spec's front padding."""
+    x = np.stack([np.frombuffer(b, np.float32, n_features) for b in rows])
+    pos = {int(c): i for i, c in enumerate(cycles)}
+    out = {}
+    for c in wanted:
+        end = pos[int(c)]
+        idx = np.maximum(np.arange(end - window + 1, end + 1), 0)
+        out[int(c)] = x[idx]
+    return out

@@ -1,0 +1,337 @@
+"""The one writer: every change to the database goes through its thread, in group commits.
+
+Requests that arrive while a commit is under way are validated against the per-asset state in
+order, applied together and committed in **one transaction**: their readings, the new state
+snapshot of every asset they touched, and the predictions finished meanwhile. Only then are
+they acknowledged. A rejected request (a 409 or 422, see :meth:`Writer._apply`) changes
+nothing; a failed commit fails every request of its group and leaves the in-memory state as it
+was, so memory never runs ahead of the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from amnl.errors import DataError
+from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
+from amnl.serve.batcher import Batch, Job
+from amnl.serve.db import PROBABILITY_COLUMNS, now
+from amnl.serve.errors import ApiError
+from amnl.serve.settings import MAX_GROUP_READINGS
+from amnl.serve.store import Store, reading_row
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AssetReadings:
+    """Consecutive readings of one asset from one request.
+
+    Attributes:
+        cycles: int64 (n,), raw: float64 (n, 24) in READING_COLUMNS order (NaN: not sent).
+        loc: each reading's location in the request body (for error messages).
+    """
+
+    asset_id: str
+    cycles: np.ndarray
+    raw: np.ndarray
+    loc: list[list]
+
+
+@dataclass
+class Entry:
+    """An asset as the writer knows it (committed state only)."""
+
+    state: AssetState
+    first_cycle: int
+    incarnation: int
+
+
+@dataclass
+class Ingest:
+    parts: list[AssetReadings]
+    future: Future
+    result: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Delete:
+    asset_id: str
+    future: Future
+
+
+@dataclass
+class Barrier:
+    done: threading.Event
+
+
+class Writer:
+    """The writer thread (see the module docstring).
+
+    Args:
+        store: the database.
+        online: the model's streaming preprocessing.
+        model_id: stored with every prediction.
+        entries: the assets loaded at start (:meth:`amnl.serve.store.Store.load_assets`).
+        on_commit: called after each commit with the prediction jobs of the new readings.
+        metrics: :class:`amnl.serve.metrics.ServeMetrics`.
+    """
+
+    def __init__(self, store: Store, online: OnlineFeatures, model_id: str,
+                 entries: dict[str, Entry], on_commit: Callable[[list[Job]], None],
+                 metrics) -> None:
+        self.store, self.online, self.model_id = store, online, model_id
+        self.entries = entries
+        self.on_commit, self.metrics = on_commit, metrics
+        self._incarnations = len(entries)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="amnl-writer", daemon=True)
+        self._stopping = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._queue.put(None)
+        self._thread.join(30)
+
+    # -- what the API calls (any thread) -------------------------------------------------------
+    def ingest(self, parts: list[AssetReadings]) -> Future:
+        """Queue a request; the future gets one summary per asset, or an :class:`ApiError`."""
+        fut: Future = Future()
+        self._queue.put(Ingest(parts, fut))
+        return fut
+
+    def delete(self, asset_id: str) -> Future:
+        fut: Future = Future()
+        self._queue.put(Delete(asset_id, fut))
+        return fut
+
+    def add_batch(self, batch: Batch) -> None:
+        """Finished predictions, stored with the next commit."""
+        self._queue.put(batch)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Block until everything queued before this call is committed."""
+        done = threading.Event()
+        self._queue.put(Barrier(done))
+        return done.wait(timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            items, n = [first], _size(first)
+            while n < MAX_GROUP_READINGS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                items.append(item)
+                n += _size(item)
+            group: list = []
+            for item in items:
+                if isinstance(item, (Delete, Barrier)):
+                    self._commit(group)
+                    group = []
+                    self._delete(item) if isinstance(item, Delete) else item.done.set()
+                else:
+                    group.append(item)
+            self._commit(group)
+
+    def _commit(self, items: list) -> None:
+        if not items:
+            return
+        t0 = time.perf_counter()
+        changed: dict[str, Entry] = {}
+        new_assets: set[str] = set()
+        pending: dict[tuple[str, int], np.ndarray] = {}
+        reading_rows: list[dict] = []
+        jobs: list[Job] = []
+        accepted: list[Ingest] = []
+        batches = [i for i in items if isinstance(i, Batch)]
+        stamp = now()
+        try:
+            with self.store.engine.begin() as conn:
+                for item in items:
+                    if isinstance(item, Ingest) and self._apply(
+                            conn, item, changed, new_assets, pending, reading_rows, jobs, stamp):
+                        accepted.append(item)
+                self._write(conn, changed, new_assets, reading_rows, batches, stamp)
+        except Exception as exc:  # the database failed: nothing was stored
+            logger.exception("commit of %d requests failed", len(accepted))
+            err = ApiError(503, [], f"the database did not take the write: {exc}", "unavailable")
+            for item in accepted:
+                item.future.set_exception(err)
+            self.metrics.rejected.labels("database").inc(sum(len(p.cycles) for i in accepted
+                                                             for p in i.parts))
+            for b in batches:  # their readings stay unpredicted: caught up later
+                self.metrics.failed_predictions.inc(len(b.jobs))
+            self.on_commit([])  # let the batcher know it is behind
+            return
+        self.entries.update(changed)
+        self.metrics.commit_seconds.observe(time.perf_counter() - t0)
+        acked = time.monotonic()
+        for job in jobs:
+            job.acked_at = acked
+        for item in accepted:
+            item.future.set_result(item.result)
+        self.metrics.acknowledged.inc(len(reading_rows))
+        self._count_predictions(batches, acked)
+        self.on_commit(jobs)
+
+    def _count_predictions(self, batches: list[Batch], t: float) -> None:
+        for b in batches:
+            self.metrics.predictions.inc(len(b.jobs))
+            for j in b.jobs:
+                if j.acked_at is not None:
+                    self.metrics.ack_to_prediction.observe(t - j.acked_at)
+
+    def _apply(self, conn, item: Ingest, changed: dict, new_assets: set, pending: dict,
+               reading_rows: list, jobs: list, stamp: float) -> bool:
+        """Validate one request against the state so far and stage it; False (and the future
+        failed) when it is refused, with nothing staged."""
+        local: dict[str, Entry] = {}
+        rows, new_jobs, summary, created = [], [], [], set()
+        try:
+            for part in item.parts:
+                a = part.asset_id
+                entry = local.get(a) or changed.get(a) or self.entries.get(a)
+                last = entry.state.last_cycle if entry else 0
+                dup = part.cycles <= last
+                if dup.any():
+                    self._check_duplicates(conn, part, dup, pending)
+                fresh = ~dup
+                cycles, raw = part.cycles[fresh], part.raw[fresh]
+                if len(cycles):
+                    locs = [loc for loc, f in zip(part.loc, fresh) if f]
+                    expected = last + 1 if entry else None
+                    if expected is not None and cycles[0] != expected:
+                        raise ApiError(422, locs[0] + ["cycle"],
+                                       f"asset {a}: expected cycle {expected} (the last stored "
+                                       f"is {last}), got {int(cycles[0])}", "cycle_order",
+                                       expected_cycle=int(expected))
+                    if entry is None:
+                        self._incarnations += 1
+                        entry = Entry(self.online.new_state(), int(cycles[0]), self._incarnations)
+                        created.add(a)
+                    else:
+                        entry = Entry(entry.state.copy(), entry.first_cycle, entry.incarnation)
+                    try:
+                        windows, _cond = self.online.step(entry.state, cycles, raw,
+                                                          label=f"asset {a}")
+                    except DataError as exc:
+                        raise ApiError(422, locs[0], str(exc), "value_error") from None
+                    local[a] = entry
+                    for c, r, w in zip(cycles, raw, windows):
+                        rows.append(reading_row(a, int(c), r, w[-1], stamp))  # its own row
+                        new_jobs.append(Job(a, entry.incarnation, int(c), w))
+                summary.append({"asset_id": a, "accepted": int(fresh.sum()),
+                                "duplicates": int(dup.sum()),
+                                "last_cycle": int(max(last, int(part.cycles.max())))})
+        except ApiError as exc:
+            self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
+                sum(len(p.cycles) for p in item.parts))
+            item.future.set_exception(exc)
+            return False  # (incarnation numbers are never reused)
+        changed.update(local)
+        new_assets |= created
+        for r in rows:
+            pending[(r["asset_id"], r["cycle"])] = np.array(
+                [np.nan if r[c] is None else r[c] for c in READING_COLUMNS])
+        reading_rows.extend(rows)
+        jobs.extend(new_jobs)
+        item.result = summary
+        return True
+
+    def _check_duplicates(self, conn, part: AssetReadings, dup: np.ndarray, pending: dict) -> None:
+        """Re-sent cycles must equal what is stored (a 409 names the first difference)."""
+        cycles = part.cycles[dup]
+        stored = {c: pending[(part.asset_id, int(c))] for c in cycles
+                  if (part.asset_id, int(c)) in pending}
+        missing = [int(c) for c in cycles if int(c) not in stored]
+        if missing:
+            stored.update(self.store.stored_readings(conn, part.asset_id, min(missing),
+                                                     max(missing)))
+        for loc, c, raw in zip([lc for lc, d in zip(part.loc, dup) if d], cycles, part.raw[dup]):
+            have = stored.get(int(c))
+            if have is None:  # before the asset's first stored cycle
+                raise ApiError(422, loc + ["cycle"], f"asset {part.asset_id}: cycle {int(c)} is "
+                               "before its first stored cycle", "cycle_order")
+            if not np.array_equal(have, raw, equal_nan=True):
+                j = int(np.flatnonzero(~((have == raw) | (np.isnan(have) & np.isnan(raw))))[0])
+                name = READING_COLUMNS[j]
+                raise ApiError(409, loc + [name], f"asset {part.asset_id} cycle {int(c)} is "
+                               f"stored with {name} = {_show(have[j])}; this request has "
+                               f"{_show(raw[j])}", "conflict")
+
+    def _write(self, conn, changed: dict[str, Entry], new_assets: set, reading_rows: list,
+               batches: list[Batch], stamp: float) -> None:
+        counts: dict[str, int] = {}
+        for r in reading_rows:
+            counts[r["asset_id"]] = counts.get(r["asset_id"], 0) + 1
+        inserts, updates = [], []
+        for a, entry in changed.items():
+            s = entry.state
+            if a in new_assets:
+                inserts.append({"asset_id": a, "created_at": stamp, "updated_at": stamp,
+                                "first_cycle": entry.first_cycle, "last_cycle": s.last_cycle,
+                                "n_readings": s.rows, "state": s.to_bytes()})
+            else:
+                updates.append({"b_asset": a, "last_cycle": s.last_cycle, "n_readings": s.rows,
+                                "state": s.to_bytes(), "updated_at": stamp})
+        self.store.insert_assets(conn, inserts)
+        self.store.update_states(conn, updates)
+        self.store.insert_readings(conn, reading_rows)
+        self.store.insert_predictions(conn, self._prediction_rows(batches, stamp))
+
+    def _prediction_rows(self, batches: list[Batch], stamp: float) -> list[dict]:
+        from amnl.features.labels import HEALTH_CLASSES
+
+        rows = []
+        for b in batches:
+            health = b.probabilities.argmax(1)
+            for j, rul, prob, h in zip(b.jobs, b.rul, b.probabilities, health):
+                entry = self.entries.get(j.asset_id)
+                if entry is None or entry.incarnation != j.incarnation:
+                    continue  # deleted (and maybe created again) since
+                rows.append({"asset_id": j.asset_id, "cycle": j.cycle, "rul": float(rul),
+                             "health": HEALTH_CLASSES[int(h)],
+                             **{c: float(p) for c, p in zip(PROBABILITY_COLUMNS, prob)},
+                             "model_id": self.model_id, "predicted_at": stamp})
+        return rows
+
+    def _delete(self, item: Delete) -> None:
+        try:
+            with self.store.engine.begin() as conn:
+                found = self.store.delete_asset(conn, item.asset_id)
+        except Exception as exc:  # noqa: BLE001
+            item.future.set_exception(ApiError(503, [], f"the database did not take the "
+                                               f"delete: {exc}", "unavailable"))
+            return
+        self.entries.pop(item.asset_id, None)
+        item.future.set_result(found)
+
+
+def _size(item) -> int:
+    if isinstance(item, Ingest):
+        return sum(len(p.cycles) for p in item.parts)
+    return 1
+
+
+def _show(v: float) -> str:
+    return "(not sent)" if np.isnan(v) else f"{v:g}"
