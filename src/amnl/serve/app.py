@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -146,6 +147,13 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         if creds is None or not hmac.compare_digest(creds.credentials.encode(), token.encode()):
             raise ApiError(401, ["header", "Authorization"], "a valid bearer token is needed "
                            "for writes", "unauthorized")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError):
+        # the same shape as every other error; the offending input is not echoed (it may be
+        # a NaN, which JSON cannot carry, or large)
+        return JSONResponse({"detail": [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                                        for e in exc.errors()]}, status_code=422)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):

@@ -10,10 +10,12 @@ from amnl.data.cmapss import SENSOR_COLUMNS, SETTING_COLUMNS
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.serve.db import ASSET_ID_LENGTH
 
-#: Letters, digits, ``.``, ``_`` and ``-``, 1 to 64 of them.
-ASSET_ID_PATTERN = rf"^[A-Za-z0-9._-]{{1,{ASSET_ID_LENGTH}}}$"
+#: Letters, digits, ``.``, ``_`` and ``-``, 1 to 64 of them, starting with a letter or digit
+#: (so ``..`` or ``-x`` are not ids).
+ASSET_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{ASSET_ID_LENGTH - 1}}}$"
 AssetId = Annotated[str, Field(pattern=ASSET_ID_PATTERN, examples=["engine-17"],
-                               description="Letters, digits, '.', '_' and '-'; at most 64.")]
+                               description="Letters, digits, '.', '_' and '-', starting with a "
+                                           "letter or digit; at most 64.")]
 #: Most readings in one request.
 MAX_READINGS = 20_000
 
