@@ -22,11 +22,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("onnxruntime")
 
-from amnl.config import InferenceConfig  # noqa: E402
-from amnl.data.cmapss import COLUMNS  # noqa: E402
-from amnl.inference.predictor import Predictor  # noqa: E402
-from amnl.rundir import bundled_dir  # noqa: E402
-from . import pg  # noqa: E402
+from amnl.config import InferenceConfig
+from amnl.data.cmapss import COLUMNS
+from amnl.inference.predictor import Predictor
+from amnl.rundir import bundled_dir
+
+from . import pg
 
 PG_ENV = "AMNL_TEST_POSTGRES_URL"
 
@@ -126,7 +127,7 @@ class LiveServer:
     def service(self):
         return self.app.state.service
 
-    def __enter__(self) -> LiveServer:
+    def __enter__(self):
         self.thread.start()
         deadline = time.monotonic() + 60
         while not self.server.started:

@@ -24,6 +24,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 RELEASE_REASONS = ("full", "timeout", "drained", "catch_up")
+#: Pause after a failed forward pass before its windows are tried again (from the database).
+RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -66,8 +68,8 @@ class DynamicBatcher:
         max_backlog: windows queued at most; :meth:`submit` takes what fits.
         catch_up: called when behind and idle, returns up to ``n`` recovered jobs (oldest
             first; fewer than ``n`` means there are no more).
-        on_error: called with the exception when a forward pass fails (the jobs stay
-            unpredicted in the database and are caught up).
+        on_error: called with the exception when a forward pass fails; its jobs stay
+            unpredicted in the database and are caught up, after :data:`RETRY_SECONDS`.
     """
 
     def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
@@ -164,5 +166,7 @@ class DynamicBatcher:
                     logger.exception("a forward pass of %d windows failed", len(part))
                     if self.on_error:
                         self.on_error(exc)
+                    time.sleep(RETRY_SECONDS)
+                    self.mark_behind()
                     continue
                 self.on_batch(Batch(part, rul, prob, reason, time.perf_counter() - t0))

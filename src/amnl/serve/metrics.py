@@ -29,7 +29,8 @@ class ServeMetrics:
                                  "Acknowledged readings waiting for their prediction.", registry=r)
         self.predictions = Counter("amnl_predictions", "Predictions stored.", registry=r)
         self.failed_predictions = Counter(
-            "amnl_prediction_failures", "Predictions that failed (caught up later).", registry=r)
+            "amnl_prediction_failures", "Forward passes or prediction writes that failed (their "
+            "readings are caught up from the database).", registry=r)
         self.acknowledged = Counter("amnl_readings_acknowledged",
                                     "Readings stored and acknowledged.", registry=r)
         self.rejected = Counter("amnl_readings_rejected", "Readings refused, by reason.",

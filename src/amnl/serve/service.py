@@ -138,7 +138,8 @@ class FleetService:
                              self.metrics)
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
-                                      max_backlog=s.max_backlog, catch_up=self._catch_up)
+                                      max_backlog=s.max_backlog, catch_up=self._catch_up,
+                                      on_error=lambda _e: self.metrics.failed_predictions.inc())
         self.metrics.model.info({"model_id": p.model_id, "runtime": p.inference.runtime,
                                  "precision": p.inference.precision,
                                  "max_batch": str(self.max_batch)})

@@ -179,8 +179,8 @@ class Writer:
                 item.future.set_exception(err)
             self.metrics.rejected.labels("database").inc(sum(len(p.cycles) for i in accepted
                                                              for p in i.parts))
-            for b in batches:  # their readings stay unpredicted: caught up later
-                self.metrics.failed_predictions.inc(len(b.jobs))
+            if batches:  # their readings stay unpredicted: caught up later
+                self.metrics.failed_predictions.inc(len(batches))
             self.on_commit([])  # let the batcher know it is behind
             return
         self.entries.update(changed)
