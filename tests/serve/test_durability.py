@@ -142,3 +142,29 @@ def test_kill_9_loses_no_acknowledged_reading(db_url, exported, predictor, cmaps
         finally:
             server.kill()
             server.wait(30)
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_the_onnx_server_never_loads_torch(tmp_path):
+    """A bundled model (torch weights) with --runtime onnx: exported by a child process, served
+    by one that has no torch library mapped."""
+    port = free_port()
+    with open(tmp_path / "server.log", "w") as log:
+        server = start_server("FD001", str(tmp_path / "a.db"), port, log)
+    try:
+        maps = open(f"/proc/{server.pid}/maps").read()
+        assert "onnxruntime" in maps and "libtorch" not in maps
+    finally:
+        server.kill()
+        server.wait(30)
+
+
+def test_serve_refuses_a_public_address_without_a_token(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "amnl", "serve", "--host", "0.0.0.0", "--db",
+                           str(tmp_path / "a.db")], capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "AMNL_API_TOKEN"})
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: refusing to listen on 0.0.0.0 without an API token: pass --api-token or set "
+        "AMNL_API_TOKEN (writes then need 'Authorization: Bearer <token>')"]
