@@ -56,6 +56,39 @@ def test_every_option_streams_exactly(baseline, slow, smooth):
                                   pre.windows(table, first_end=0).arrays())
 
 
+def lockstep(online: OnlineFeatures, table) -> np.ndarray:
+    """Every engine's cycle k at once (a fleet posting one cycle of all assets), k = 1, 2, ...:
+    the windows back in row order."""
+    states = [online.new_state() for _ in table.starts]
+    out = np.empty((len(table), online.window, online.n_features), np.float32)
+    for k in range(int(table.lengths.max())):
+        alive = np.flatnonzero(table.lengths > k)
+        rows = table.starts[alive] + k
+        w, _ = online.step_many([states[i] for i in alive], table.values[rows, 1],
+                                table.values[rows][:, RAW], [f"unit {i}" for i in alive])
+        out[rows] = w
+    return out
+
+
+@pytest.mark.needs_data
+def test_a_fleet_stepped_together_matches_too(cmapss_dir):
+    cfg = load_config(bundled_dir("FD004"))
+    pre = load_preprocessor(bundled_dir("FD004"), cfg)
+    test = load_subset(cmapss_dir, "FD004", train=False).test
+    np.testing.assert_array_equal(lockstep(OnlineFeatures(pre), test),
+                                  pre.windows(test, first_end=0).arrays())
+
+
+@pytest.mark.parametrize("baseline,slow,smooth", [(5, 0.02, 0.1), (0, 1.0, 1.0)])
+def test_every_option_steps_exactly_in_lockstep(baseline, slow, smooth):
+    table = synthetic_table(n_units=5, n_conditions=3, seed=3)
+    cfg = DataConfig(window=8, baseline_cycles=baseline, slow_smoothing=slow, smoothing=smooth,
+                     use_settings=True)
+    pre = Preprocessor(cfg).fit(table)
+    np.testing.assert_array_equal(lockstep(OnlineFeatures(pre), table),
+                                  pre.windows(table, first_end=0).arrays())
+
+
 def test_a_bad_value_names_the_cycle_and_leaves_the_state_alone():
     table = synthetic_table(n_units=1, seed=2)
     pre = Preprocessor(DataConfig(window=5)).fit(table)

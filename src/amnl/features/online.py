@@ -137,9 +137,12 @@ class OnlineFeatures:
                           np.zeros(fs) if cfg.baseline_cycles else empty,
                           np.zeros((self.window, self.n_features), np.float32))
 
-    def scale(self, cycles: np.ndarray, raw: np.ndarray, *, label: str = "reading"
+    def scale(self, cycles: np.ndarray, raw: np.ndarray, *, label: str | list[str] = "reading"
               ) -> tuple[np.ndarray, np.ndarray]:
         """Operating condition and z-scores of readings, as :meth:`Preprocessor.scale`.
+
+        Args:
+            label: names the asset in error messages (one per row, or one for all).
 
         Raises:
             DataError: a value not finite once scaled, naming the cycle and column.
@@ -152,7 +155,8 @@ class OnlineFeatures:
         bad = ~np.isfinite(scaled)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
-            raise DataError(f"{label} cycle {int(cycles[r])}: {self.names[c]} ({x[r, c]:g}) is "
+            who = label[r] if isinstance(label, list) else label
+            raise DataError(f"{who} cycle {int(cycles[r])}: {self.names[c]} ({x[r, c]:g}) is "
                             "not finite once scaled by the training statistics")
         return cond, scaled
 
@@ -175,45 +179,91 @@ class OnlineFeatures:
             DataError: a value not finite once scaled, or a smoothed feature out of range;
                 ``state`` is then unchanged.
         """
-        cfg = self.pre.config
+        cycles = np.asarray(cycles, np.int64)
         cond, scaled = self.scale(cycles, raw, label=label)
         new = state.copy()
         out = np.empty((len(cycles), self.window, self.n_features), np.float32)
-        for i, (cycle, z) in enumerate(zip(cycles, scaled)):
-            row = self._row(new, cfg, int(cycle), z)
-            if not np.isfinite(row).all():
-                raise DataError(f"{label} cycle {int(cycle)}: a smoothed feature is not finite "
-                                "(a value too large for the smoothing)")
-            new.ring[new.rows % self.window] = row
-            new.rows += 1
-            new.last_cycle = int(cycle)
-            new.condition = int(cond[i])
-            out[i] = new.window()
+        for i in range(len(cycles)):
+            self._advance([new], cycles[i: i + 1], cond[i: i + 1], scaled[i: i + 1], [label])
+            out[i] = self._windows([new])[0]
         _assign(state, new)
         return out, cond
 
-    def _row(self, s: AssetState, cfg, cycle: int, z: np.ndarray) -> np.ndarray:
-        """One model-ready row; updates the smoothing and baseline states of ``s``."""
+    def step_many(self, states: list[AssetState], cycles: np.ndarray, raw: np.ndarray,
+                  labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One cycle each of many different assets at once (a fleet's cycle), vectorised
+        across them: the same float64 operations as :meth:`step`, so the same bits.
+
+        Args:
+            states: one per asset (each changed in place only when every reading is valid).
+            cycles: int (n,) each asset's next cycle; raw: float (n, 24).
+            labels: names of the assets, for error messages.
+
+        Returns:
+            float32 (n, W, F) windows and int64 (n,) conditions.
+        """
+        cycles = np.asarray(cycles, np.int64)
+        cond, scaled = self.scale(cycles, raw, label=labels)
+        new = [s.copy() for s in states]
+        self._advance(new, cycles, cond, scaled, labels)
+        for s, n in zip(states, new):
+            _assign(s, n)
+        return self._windows(states), cond
+
+    def _advance(self, states: list[AssetState], cycles: np.ndarray, cond: np.ndarray,
+                 z: np.ndarray, labels: list[str]) -> None:
+        """Append one model-ready row to each of ``states`` (distinct assets)."""
+        cfg = self.pre.config
+        rows = np.array([s.rows for s in states])
+        first = (rows == 0)[:, None]
         z64 = z.astype(np.float64)
-        first = s.rows == 0
         if cfg.smoothing < 1.0:
-            s.fast = z64 if first else cfg.smoothing * z64 + (1.0 - cfg.smoothing) * s.fast
-            fast = s.fast.astype(np.float32)
+            a = cfg.smoothing
+            prev = np.stack([s.fast for s in states])
+            fast64 = np.where(first, z64, a * z64 + (1.0 - a) * prev)
+            fast = fast64.astype(np.float32)
         else:
             fast = z
         parts = [fast]
         if cfg.baseline_cycles:
-            if s.rows < cfg.baseline_cycles:
-                s.base_sum = s.base_sum + fast.astype(np.float64)
-            n = min(s.rows + 1, cfg.baseline_cycles)
-            parts.append((fast.astype(np.float64) - s.base_sum / n).astype(np.float32))
+            base = np.stack([s.base_sum for s in states])
+            base = np.where((rows < cfg.baseline_cycles)[:, None], base + fast.astype(np.float64),
+                            base)
+            n = np.minimum(rows + 1, cfg.baseline_cycles)[:, None]
+            parts.append((fast.astype(np.float64) - base / n).astype(np.float32))
         if cfg.slow_smoothing < 1.0:
             a = cfg.slow_smoothing
-            s.slow = z64 if first else a * z64 + (1.0 - a) * s.slow
-            parts.append(s.slow.astype(np.float32))
+            prev = np.stack([s.slow for s in states])
+            slow64 = np.where(first, z64, a * z64 + (1.0 - a) * prev)
+            parts.append(slow64.astype(np.float32))
         if cfg.cycle_feature:
-            parts.append(np.array([cycle / CYCLE_SCALE], np.float32))
-        return np.concatenate(parts)
+            parts.append((cycles / CYCLE_SCALE).astype(np.float32)[:, None])
+        row = np.concatenate(parts, axis=1)
+        bad = ~np.isfinite(row).all(1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(f"{labels[i]} cycle {int(cycles[i])}: a smoothed feature is not "
+                            "finite (a value too large for the smoothing)")
+        for i, s in enumerate(states):
+            if cfg.smoothing < 1.0:
+                s.fast = fast64[i]
+            if cfg.baseline_cycles:
+                s.base_sum = base[i]
+            if cfg.slow_smoothing < 1.0:
+                s.slow = slow64[i]
+            s.ring[s.rows % self.window] = row[i]
+            s.rows += 1
+            s.last_cycle = int(cycles[i])
+            s.condition = int(cond[i])
+
+    def _windows(self, states: list[AssetState]) -> np.ndarray:
+        """Each state's window (see :meth:`AssetState.window`), float32 (n, W, F)."""
+        w = self.window
+        rows = np.array([s.rows for s in states])[:, None]
+        ar = np.arange(w)[None, :]
+        idx = np.where(rows >= w, (rows + ar) % w, np.maximum(ar - (w - rows), 0))
+        rings = np.stack([s.ring for s in states])
+        return rings[np.arange(len(states))[:, None], idx]
 
 
 def _assign(state: AssetState, new: AssetState) -> None:

@@ -171,11 +171,11 @@ class FleetService:
                                   "--db")
 
     # -- the pipeline ---------------------------------------------------------------------------
-    def _committed(self, jobs: list[Job]) -> None:
-        if jobs:
-            self.batcher.submit(jobs)
-        else:
+    def _committed(self, jobs: list[Job] | None) -> None:
+        if jobs is None:
             self.batcher.mark_behind()
+        elif jobs:
+            self.batcher.submit(jobs)
         self.metrics.queue_depth.set(self.batcher.depth)
         self.metrics.assets.set(len(self.writer.entries))
 

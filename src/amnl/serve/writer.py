@@ -81,7 +81,8 @@ class Writer:
         online: the model's streaming preprocessing.
         model_id: stored with every prediction.
         entries: the assets loaded at start (:meth:`amnl.serve.store.Store.load_assets`).
-        on_commit: called after each commit with the prediction jobs of the new readings.
+        on_commit: called after each commit with the prediction jobs of the new readings, and
+            with None after a failed one (its predictions are then caught up).
         metrics: :class:`amnl.serve.metrics.ServeMetrics`.
     """
 
@@ -181,7 +182,7 @@ class Writer:
                                                              for p in i.parts))
             if batches:  # their readings stay unpredicted: caught up later
                 self.metrics.failed_predictions.inc(len(batches))
-            self.on_commit([])  # let the batcher know it is behind
+            self.on_commit(None)  # let the batcher know it is behind
             return
         self.entries.update(changed)
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
@@ -207,6 +208,7 @@ class Writer:
         failed) when it is refused, with nothing staged."""
         local: dict[str, Entry] = {}
         rows, new_jobs, summary, created = [], [], [], set()
+        single: list[tuple[str, Entry, int, np.ndarray, list]] = []  # one new cycle each
         try:
             for part in item.parts:
                 a = part.asset_id
@@ -217,42 +219,58 @@ class Writer:
                     self._check_duplicates(conn, part, dup, pending)
                 fresh = ~dup
                 cycles, raw = part.cycles[fresh], part.raw[fresh]
-                if len(cycles):
-                    locs = [loc for loc, f in zip(part.loc, fresh) if f]
-                    expected = last + 1 if entry else None
-                    if expected is not None and cycles[0] != expected:
-                        raise ApiError(422, locs[0] + ["cycle"],
-                                       f"asset {a}: expected cycle {expected} (the last stored "
-                                       f"is {last}), got {int(cycles[0])}", "cycle_order",
-                                       expected_cycle=int(expected))
-                    if entry is None:
-                        self._incarnations += 1
-                        entry = Entry(self.online.new_state(), int(cycles[0]), self._incarnations)
-                        created.add(a)
-                    else:
-                        entry = Entry(entry.state.copy(), entry.first_cycle, entry.incarnation)
-                    try:
-                        windows, _cond = self.online.step(entry.state, cycles, raw,
-                                                          label=f"asset {a}")
-                    except DataError as exc:
-                        raise ApiError(422, locs[0], str(exc), "value_error") from None
-                    local[a] = entry
-                    for c, r, w in zip(cycles, raw, windows):
-                        rows.append(reading_row(a, int(c), r, w[-1], stamp))  # its own row
-                        new_jobs.append(Job(a, entry.incarnation, int(c), w))
                 summary.append({"asset_id": a, "accepted": int(fresh.sum()),
                                 "duplicates": int(dup.sum()),
                                 "last_cycle": int(max(last, int(part.cycles.max())))})
+                if not len(cycles):
+                    continue
+                locs = [loc for loc, f in zip(part.loc, fresh) if f]
+                if entry is not None and cycles[0] != last + 1:
+                    raise ApiError(422, locs[0] + ["cycle"],
+                                   f"asset {a}: expected cycle {last + 1} (the last stored is "
+                                   f"{last}), got {int(cycles[0])}", "cycle_order",
+                                   expected_cycle=int(last + 1))
+                if entry is None:
+                    self._incarnations += 1  # never reused, even when the request is refused
+                    entry = Entry(self.online.new_state(), int(cycles[0]), self._incarnations)
+                    created.add(a)
+                else:
+                    entry = Entry(entry.state.copy(), entry.first_cycle, entry.incarnation)
+                local[a] = entry
+                if len(cycles) == 1:
+                    single.append((a, entry, int(cycles[0]), raw[0], locs[0]))
+                    continue
+                try:
+                    windows, _ = self.online.step(entry.state, cycles, raw, label=f"asset {a}")
+                except DataError as exc:
+                    raise ApiError(422, locs[0], str(exc), "value_error") from None
+                for c, r, w in zip(cycles, raw, windows):
+                    rows.append(reading_row(a, int(c), r, w[-1], stamp))  # w[-1]: its own row
+                    new_jobs.append(Job(a, entry.incarnation, int(c), w))
+            if single:  # a fleet's cycle: every asset stepped at once
+                try:
+                    windows, _ = self.online.step_many(
+                        [e.state for _, e, _, _, _ in single],
+                        np.array([c for _, _, c, _, _ in single]),
+                        np.stack([r for _, _, _, r, _ in single]),
+                        [f"asset {a}" for a, _, _, _, _ in single])
+                except DataError as exc:
+                    who = str(exc).split(" cycle ")[0].removeprefix("asset ")
+                    loc = next(lc for a, _, _, _, lc in single if a == who)
+                    raise ApiError(422, loc, str(exc), "value_error") from None
+                for (a, e, c, r, _), w in zip(single, windows):
+                    rows.append(reading_row(a, c, r, w[-1], stamp))
+                    new_jobs.append(Job(a, e.incarnation, c, w))
         except ApiError as exc:
             self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
                 sum(len(p.cycles) for p in item.parts))
             item.future.set_exception(exc)
-            return False  # (incarnation numbers are never reused)
+            return False
         changed.update(local)
         new_assets |= created
-        for r in rows:
-            pending[(r["asset_id"], r["cycle"])] = np.array(
-                [np.nan if r[c] is None else r[c] for c in READING_COLUMNS])
+        for part in item.parts:
+            for c, r in zip(part.cycles.tolist(), part.raw):
+                pending[(part.asset_id, c)] = r
         reading_rows.extend(rows)
         jobs.extend(new_jobs)
         item.result = summary
@@ -281,9 +299,6 @@ class Writer:
 
     def _write(self, conn, changed: dict[str, Entry], new_assets: set, reading_rows: list,
                batches: list[Batch], stamp: float) -> None:
-        counts: dict[str, int] = {}
-        for r in reading_rows:
-            counts[r["asset_id"]] = counts.get(r["asset_id"], 0) + 1
         inserts, updates = [], []
         for a, entry in changed.items():
             s = entry.state
@@ -292,8 +307,7 @@ class Writer:
                                 "first_cycle": entry.first_cycle, "last_cycle": s.last_cycle,
                                 "n_readings": s.rows, "state": s.to_bytes()})
             else:
-                updates.append({"b_asset": a, "last_cycle": s.last_cycle, "n_readings": s.rows,
-                                "state": s.to_bytes(), "updated_at": stamp})
+                updates.append((s.last_cycle, s.rows, s.to_bytes(), stamp, a))
         self.store.insert_assets(conn, inserts)
         self.store.update_states(conn, updates)
         self.store.insert_readings(conn, reading_rows)
