@@ -81,7 +81,7 @@ class Server:
         cmd = [*AMNL, "serve", "--model", str(model), "--runtime", "onnx", "--precision",
                precision, "--db", str(self.db), "--port", str(self.port), "--log-level",
                "warning", *([] if batching else ["--no-batching"]), *extra]
-        self.log = open(folder / f"server-{self.port}.log", "w")
+        self.log = open(folder / f"server-{self.port}.log", "w")  # noqa: SIM115 - closed by stop
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         import httpx
 
@@ -170,7 +170,7 @@ def wait_drained(server: Server, acked_total: float, timeout: float = 600) -> fl
 async def single_posts(url: str, fleet: dict[str, list[dict]], prefix: str, clients: int,
                        seconds: float) -> dict:
     """``clients`` workers, each replaying its share of the assets one reading a request."""
-    import httpx
+    import aiohttp
 
     names = list(fleet)
     random.Random(0).shuffle(names)
@@ -178,8 +178,9 @@ async def single_posts(url: str, fleet: dict[str, list[dict]], prefix: str, clie
     errors = 0
     acked = 0
     stop_at = time.perf_counter() + seconds
+    headers = {"content-type": "application/json"}
 
-    async def worker(i: int, client) -> None:
+    async def worker(i: int, session) -> None:
         nonlocal errors, acked
         share = names[i::clients]
         pos = {a: 0 for a in share}
@@ -188,12 +189,14 @@ async def single_posts(url: str, fleet: dict[str, list[dict]], prefix: str, clie
                 if time.perf_counter() >= stop_at:
                     return
                 k = pos[a]
+                body = json.dumps({"readings": [fleet[a][k]]})
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(f"/v1/assets/{prefix}{a}/readings",
-                                          json={"readings": [fleet[a][k]]})
-                    ok = r.status_code == 200
-                except httpx.HTTPError:
+                    async with session.post(f"/v1/assets/{prefix}{a}/readings", data=body,
+                                            headers=headers) as r:
+                        await r.read()
+                        ok = r.status == 200
+                except aiohttp.ClientError:
                     ok = False
                 latencies.append(time.perf_counter() - t0)
                 if ok:
@@ -204,10 +207,11 @@ async def single_posts(url: str, fleet: dict[str, list[dict]], prefix: str, clie
                 else:
                     errors += 1
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=60)) as session:
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(i, client) for i in range(clients)))
+        await asyncio.gather(*(worker(i, session) for i in range(clients)))
         wall = time.perf_counter() - t0
     return {"acked": acked, "errors": errors, "seconds": wall, "latencies": latencies}
 
@@ -215,21 +219,25 @@ async def single_posts(url: str, fleet: dict[str, list[dict]], prefix: str, clie
 async def fleet_posts(url: str, fleet: dict[str, list[dict]], prefix: str, seconds: float,
                       max_cycles: int) -> dict:
     """One client posting cycle k of every asset still alive, k = 1, 2, ..."""
-    import httpx
+    import aiohttp
 
     latencies, errors, acked = [], 0, 0
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    headers = {"content-type": "application/json"}
+    async with aiohttp.ClientSession(url, timeout=aiohttp.ClientTimeout(total=120)) as session:
         t0 = time.perf_counter()
         for k in range(max_cycles):
             body = [{"asset_id": f"{prefix}{a}", **rows[k]} for a, rows in fleet.items()
                     if k < len(rows)]
             if not body or time.perf_counter() - t0 > seconds:
                 break
+            data = json.dumps({"readings": body})
             s = time.perf_counter()
-            r = await client.post("/v1/readings", json={"readings": body})
+            async with session.post("/v1/readings", data=data, headers=headers) as r:
+                out = await r.read()
+                status = r.status
             latencies.append(time.perf_counter() - s)
-            if r.status_code == 200:
-                acked += r.json()["accepted"]
+            if status == 200:
+                acked += json.loads(out)["accepted"]
             else:
                 errors += 1
         wall = time.perf_counter() - t0
@@ -293,11 +301,19 @@ def runtime_throughput(model: Path, precision: str, batch: int, threads: int,
 
 
 WRK_SCRIPT = """
-counter = 0
-request = function()
+-- every request is a new asset's first cycle: wrk-<thread>-<n>
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+function init(args)
+  counter = 0
+end
+function request()
   counter = counter + 1
   local body = '{"readings": [%s]}'
-  local path = string.format("/v1/assets/wrk-%%d-%%d/readings", math.random(1, 1000000000), counter)
+  local path = string.format("/v1/assets/wrk-%%d-%%d/readings", tid, counter)
   return wrk.format("POST", path, {["Content-Type"] = "application/json"}, body)
 end
 """

@@ -148,6 +148,9 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             raise ApiError(401, ["header", "Authorization"], "a valid bearer token is needed "
                            "for writes", "unauthorized")
 
+    # writes carry the token check only when there is a token (a dependency costs per request)
+    writes = [Depends(authorized)] if settings.api_token else []
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError):
         # the same shape as every other error; the offending input is not echoed (it may be
@@ -193,7 +196,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         service.metrics.rejected.labels(parts_error.detail[0]["type"]).inc(n)
 
     @app.post("/v1/assets/{asset_id}/readings", response_model=IngestOut, responses=ERRORS,
-              dependencies=[Depends(authorized)], tags=["readings"])
+              dependencies=writes, tags=["readings"])
     async def post_asset_readings(asset_id: AssetPath, body: AssetReadingsIn):
         """Store one or more consecutive cycles of one asset, atomically; answers once they
         are durable. A re-sent cycle with the same values is a no-op; with other values a 409;
@@ -206,7 +209,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         return ingest_out(await service.ingest(parts))
 
     @app.post("/v1/readings", response_model=IngestOut, responses=ERRORS,
-              dependencies=[Depends(authorized)], tags=["readings"])
+              dependencies=writes, tags=["readings"])
     async def post_fleet_readings(body: FleetReadingsIn):
         """Store readings of many assets (a gateway posting one cycle of the whole fleet),
         atomically: one refused reading refuses the request, and nothing of it is stored."""
@@ -263,7 +266,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                              "predictions": [prediction_out(r) for r in rows]})
 
     @app.delete("/v1/assets/{asset_id}", status_code=204, responses=ERRORS,
-                dependencies=[Depends(authorized)], tags=["assets"])
+                dependencies=writes, tags=["assets"])
     async def delete_asset(asset_id: AssetPath):
         """Forget the asset: its readings, predictions and state."""
         if not await service.delete(asset_id):
@@ -271,7 +274,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         return Response(status_code=204)
 
     @app.post("/v1/predict", response_model=PredictOut, responses=ERRORS,
-              dependencies=[Depends(authorized)], tags=["predict"])
+              dependencies=writes, tags=["predict"])
     def predict(body: PredictIn):
         """Stateless: each asset's history in, its prediction at the last cycle out (as `amnl
         predict` gives), with warnings where the input lies outside the training range."""
@@ -296,7 +299,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         return {"model_id": service.predictor.model_id, "predictions": preds}
 
     @app.get("/healthz", tags=["operations"])
-    def healthz():
+    async def healthz():
         """Alive."""
         return {"status": "ok"}
 

@@ -13,6 +13,7 @@ forward.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -70,15 +71,20 @@ class DynamicBatcher:
             first; fewer than ``n`` means there are no more).
         on_error: called with the exception when a forward pass fails; its jobs stay
             unpredicted in the database and are caught up, after :data:`RETRY_SECONDS`.
+        nice: raise the batcher thread's nice value by this much (Linux), so that
+            acknowledgements keep the CPU when predictions cannot keep up; the runtime should
+            then run in this thread (one intra-op thread).
     """
 
     def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                  on_batch: Callable[[Batch], None], *, max_batch: int, max_wait_ms: float,
                  max_backlog: int, catch_up: Callable[[int], list[Job]] | None = None,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 nice: int = 0) -> None:
         self.predict, self.on_batch = predict, on_batch
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.max_backlog, self.catch_up, self.on_error = max_backlog, catch_up, on_error
+        self.nice = nice
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._behind = catch_up is not None  # a start may find unpredicted readings
@@ -152,6 +158,11 @@ class DynamicBatcher:
         return jobs, "timeout" if self.max_wait > 0 else "drained"
 
     def _run(self) -> None:
+        if self.nice:
+            try:  # Linux: a thread's own nice value; ingestion keeps the CPU under overload
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError) as exc:
+                logger.warning("cannot lower the batcher's priority: %s", exc)
         while True:
             taken = self._take()
             if taken is None:

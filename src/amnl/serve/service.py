@@ -41,6 +41,9 @@ from amnl.serve.writer import AssetReadings, Entry, Writer
 
 logger = logging.getLogger(__name__)
 
+#: Nice value of the batcher thread: under overload the CPU goes to acknowledging readings
+#: first, and the prediction backlog (bounded, in ``/metrics``) grows instead of the ack latency.
+BATCHER_NICE = 10
 #: Sub-folder of the user cache for the ONNX exports ``amnl serve`` makes of run directories.
 EXPORT_SUBDIR = "serve"
 
@@ -139,7 +142,8 @@ class FleetService:
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
                                       max_backlog=s.max_backlog, catch_up=self._catch_up,
-                                      on_error=lambda _e: self.metrics.failed_predictions.inc())
+                                      on_error=lambda _e: self.metrics.failed_predictions.inc(),
+                                      nice=BATCHER_NICE)
         self.metrics.model.info({"model_id": p.model_id, "runtime": p.inference.runtime,
                                  "precision": p.inference.precision,
                                  "max_batch": str(self.max_batch)})
