@@ -46,16 +46,6 @@ def test_every_cycle_of_the_test_files_matches_the_batch_windows(cmapss_dir, nam
     np.testing.assert_array_equal(online, batch.arrays())  # bit for bit
 
 
-@pytest.mark.parametrize("baseline,slow,smooth", [(5, 0.02, 0.1), (0, 1.0, 1.0), (3, 1.0, 0.3)])
-def test_every_option_streams_exactly(baseline, slow, smooth):
-    table = synthetic_table(n_units=4, n_conditions=3, seed=1)
-    cfg = DataConfig(window=8, baseline_cycles=baseline, slow_smoothing=slow, smoothing=smooth,
-                     use_settings=True)
-    pre = Preprocessor(cfg).fit(table)
-    np.testing.assert_array_equal(stream(OnlineFeatures(pre), table),
-                                  pre.windows(table, first_end=0).arrays())
-
-
 def lockstep(online: OnlineFeatures, table) -> np.ndarray:
     """Every engine's cycle k at once (a fleet posting one cycle of all assets), k = 1, 2, ...:
     the windows back in row order."""
@@ -79,13 +69,15 @@ def test_a_fleet_stepped_together_matches_too(cmapss_dir):
                                   pre.windows(test, first_end=0).arrays())
 
 
-@pytest.mark.parametrize("baseline,slow,smooth", [(5, 0.02, 0.1), (0, 1.0, 1.0)])
-def test_every_option_steps_exactly_in_lockstep(baseline, slow, smooth):
-    table = synthetic_table(n_units=5, n_conditions=3, seed=3)
+@pytest.mark.parametrize("feed", [stream, lockstep])
+@pytest.mark.parametrize("baseline,slow,smooth", [(5, 0.02, 0.1), (0, 1.0, 1.0), (3, 1.0, 0.3)])
+def test_every_option_streams_exactly(feed, baseline, slow, smooth):
+    """One asset at a time and the fleet in lockstep, with every preprocessing option."""
+    table = synthetic_table(n_units=5, n_conditions=3, seed=1)
     cfg = DataConfig(window=8, baseline_cycles=baseline, slow_smoothing=slow, smoothing=smooth,
                      use_settings=True)
     pre = Preprocessor(cfg).fit(table)
-    np.testing.assert_array_equal(lockstep(OnlineFeatures(pre), table),
+    np.testing.assert_array_equal(feed(OnlineFeatures(pre), table),
                                   pre.windows(table, first_end=0).arrays())
 
 
