@@ -40,7 +40,7 @@ def serve(
     ] = True,
     max_backlog: Annotated[int, typer.Option(
         help="Windows queued in memory at most; beyond, predictions are caught up from the "
-             "database.")] = 4096,
+             "database.")] = 1024,
     durability: Annotated[str, typer.Option(
         help="SQLite: process (an acknowledged write survives a killed process) or power "
              "(also a power loss: an fsync per commit).")] = "process",

@@ -25,6 +25,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 RELEASE_REASONS = ("full", "timeout", "drained", "catch_up")
+#: Batches recovered from the database at a time (bounds the memory of a catch-up).
+CATCH_UP_BATCHES = 8
 #: Pause after a failed forward pass before its windows are tried again (from the database).
 RETRY_SECONDS = 1.0
 
@@ -140,8 +142,9 @@ class DynamicBatcher:
             else:
                 reason = ""
         if reason:
-            jobs = self.catch_up(self.max_backlog) if self.catch_up else []
-            if len(jobs) >= self.max_backlog:
+            n = min(self.max_backlog, CATCH_UP_BATCHES * self.max_batch)
+            jobs = self.catch_up(n) if self.catch_up else []
+            if len(jobs) >= n:
                 self.mark_behind()
             return jobs, reason
         with self._cond:

@@ -15,10 +15,10 @@ TOKEN_ENV = "AMNL_API_TOKEN"
 DEFAULT_MAX_BODY_BYTES = 4_000_000
 #: How long the batcher waits for more readings after the first of a batch, ms.
 DEFAULT_MAX_WAIT_MS = 5.0
-#: Windows the batcher holds in memory (about 3.5 kB each for FD001's 30 x 29 inputs: 14 MB);
+#: Windows the batcher holds in memory (about 3.5 kB each for FD001's 30 x 29 inputs: 3.6 MB);
 #: beyond it predictions wait in the database (every reading is stored with its model inputs)
 #: and are caught up from there.
-DEFAULT_MAX_BACKLOG = 4096
+DEFAULT_MAX_BACKLOG = 1024
 #: SQLite ``synchronous`` per durability level (WAL mode): ``process`` survives a killed
 #: process (the default), ``power`` also a power loss (an fsync per commit).
 DURABILITY = {"process": "NORMAL", "power": "FULL"}

@@ -246,7 +246,7 @@ class Writer:
                     raise ApiError(422, locs[0], str(exc), "value_error") from None
                 for c, r, w in zip(cycles, raw, windows):
                     rows.append(reading_row(a, int(c), r, w[-1], stamp))  # w[-1]: its own row
-                    new_jobs.append(Job(a, entry.incarnation, int(c), w))
+                    new_jobs.append(Job(a, entry.incarnation, int(c), w.copy()))  # not a view
             if single:  # a fleet's cycle: every asset stepped at once
                 try:
                     windows, _ = self.online.step_many(
@@ -260,7 +260,7 @@ class Writer:
                     raise ApiError(422, loc, str(exc), "value_error") from None
                 for (a, e, c, r, _), w in zip(single, windows):
                     rows.append(reading_row(a, c, r, w[-1], stamp))
-                    new_jobs.append(Job(a, e.incarnation, c, w))
+                    new_jobs.append(Job(a, e.incarnation, c, w.copy()))  # owns its 3.5 kB
         except ApiError as exc:
             self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
                 sum(len(p.cycles) for p in item.parts))
