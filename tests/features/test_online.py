@@ -28,7 +28,7 @@ def stream(online: OnlineFeatures, table, chunk: int = 1) -> np.ndarray:
         state = online.new_state()
         for b in range(start, start + n, chunk):
             rows = table.values[b: min(b + chunk, start + n)]
-            w, _ = online.step(state, rows[:, 1].astype(np.int64), rows[:, RAW])
+            w, _, _ = online.step(state, rows[:, 1].astype(np.int64), rows[:, RAW])
             out.append(w)
             state = AssetState.from_bytes(state.to_bytes())  # a restart between requests
     return np.concatenate(out)
@@ -54,7 +54,7 @@ def lockstep(online: OnlineFeatures, table) -> np.ndarray:
     for k in range(int(table.lengths.max())):
         alive = np.flatnonzero(table.lengths > k)
         rows = table.starts[alive] + k
-        w, _ = online.step_many([states[i] for i in alive], table.values[rows, 1],
+        w, _, _ = online.step_many([states[i] for i in alive], table.values[rows, 1],
                                 table.values[rows][:, RAW], [f"unit {i}" for i in alive])
         out[rows] = w
     return out

@@ -100,14 +100,18 @@ def stored_cycles(db_url: str) -> dict[str, list[int]]:
 @pytest.mark.slow
 def test_kill_9_loses_no_acknowledged_reading(db_url, exported, predictor, cmapss_dir, tmp_path):
     test = load_subset(cmapss_dir, "FD001", train=False).test
-    engines = {f"e{u}": test.values[test.unit == u] for u in range(1, 17)}
+    engines = {f"e{u}": test.values[test.unit == u] for u in range(1, 33)}
+    total = sum(len(r) for r in engines.values())
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(tmp_path / "server.log", "w") as log:
         server = start_server(exported(), db_url, port, log)
         streamer = Streamer(url, engines)
         streamer.run()
-        time.sleep(random.Random(os.getpid()).uniform(0.8, 2.0))  # a random moment
+        # a random moment, while the stream is under way: 20-70 % of it acknowledged
+        target = random.Random(os.getpid()).uniform(0.2, 0.7) * total
+        while sum(streamer.acked.values()) < target:
+            time.sleep(0.005)
         os.kill(server.pid, signal.SIGKILL)
         server.wait(30)
         streamer.join()

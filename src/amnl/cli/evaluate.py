@@ -77,7 +77,8 @@ def evaluate(
     if all_windows:
         typer.echo(f"scoring every window of {name}'s {len(subset.test.units)} test engines "
                    f"({len(subset.test):,} cycles); this takes a while", err=True)
-    report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows)
+    report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows,
+                 intervals=predictor.intervals)
     metrics = {"dataset": name, "runtime": runtime, "precision": precision,
                "model_id": predictor.model_id, **report.metrics}
     written = []
@@ -94,6 +95,10 @@ def evaluate(
                    f"NASA {metrics['nasa']:.1f} (mean {metrics['nasa_mean']:.2f})  "
                    f"health acc {metrics['health_accuracy']:.3f}  F1 {metrics['health_macro_f1']:.3f}  "
                    f"| raw-truth RMSE {metrics['rmse_raw']:.2f}{extra}")
+        if "interval_coverage" in metrics:
+            typer.echo(f"  {metrics['interval_stated_coverage']:.0%} RUL interval: coverage "
+                       f"{metrics['interval_coverage']:.1%}, mean width "
+                       f"{metrics['interval_width']:.1f} cycles")
         if written:
             typer.echo(f"wrote {', '.join(str(p) for p in written)}")
             if not any(p.suffix == ".png" for p in written):
@@ -133,6 +138,7 @@ def predict(
         w.writeheader()
         # the numbers as evaluate's predictions.csv writes them: RUL to 3 decimals, p to 5
         w.writerows({**r, "rul": f"{r['rul']:.3f}", **{k: f"{r[k]:.5f}" for k in r if k.startswith("p_")},
+                     **{k: f"{r[k]:.3f}" for k in ("rul_lower", "rul_upper") if k in r},
                      "warnings": "; ".join(r["warnings"])} for r in records)
     if predictions.n_flagged:
         typer.echo(f"warning: {predictions.n_flagged} of {len(records)} units are outside the "
@@ -140,6 +146,44 @@ def predict(
                    "are guesses", err=True)
 
 
+def calibrate(
+    run_dir: RunDir = None,
+    weights: Weights = None,
+    data_dir: DataDir = None,
+    coverage: Annotated[float, typer.Option(help="Stated coverage of the interval.")] = 0.8,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder for calibration.json (default: the model's own folder).")] = None,
+    runtime: Runtime = "torch",
+    precision: Precision = "fp32",
+    threads: Threads = 0,
+) -> None:
+    """Calibrate RUL intervals on the model's held-out engines (split-conformal, by RUL band).
+
+    Reads training files only (the seeded validation splits), never a test file;
+    writes calibration.json (the intervals, which predict, evaluate, export and serve then
+    use) and drift.json (the training engines' input distribution, for the service's drift).
+    """
+    from amnl.data.paths import resolve_data_dir
+    from amnl.evaluate.calibrate import calibrate as fit
+    from amnl.evaluate.calibrate import drift_reference
+
+    predictor = _predictor(run_dir, weights, None, runtime, precision, "cpu", threads)
+    intervals = run(fit, predictor, resolve_data_dir(data_dir), coverage=coverage)
+    folder = out or predictor.source
+    if folder.suffix == ".onnx":
+        folder = folder.parent
+    path = run(intervals.save, folder)
+    drift_path = run(run(drift_reference, predictor, resolve_data_dir(data_dir)).save, folder)
+    edges = [0, *intervals.edges]
+    bands = ", ".join(f"{e:g}+: [{lo:+.1f}, {hi:+.1f}]" for e, lo, hi in
+                      zip(edges, intervals.lower, intervals.upper))
+    typer.echo(f"{predictor.config.data.subset}: {coverage:.0%} intervals from "
+               f"{intervals.source['windows']} windows of held-out engines "
+               f"({', '.join(intervals.source['subsets'])}); offsets by predicted RUL: {bands}; "
+               f"wrote {path} and the drift reference {drift_path}")
+
+
 def register(app: typer.Typer) -> None:
     app.command()(evaluate)
     app.command()(predict)
+    app.command()(calibrate)

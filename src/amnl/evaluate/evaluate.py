@@ -38,10 +38,13 @@ class TestReport:
     """Capped true RUL after the last cycle of each test engine."""
     pred_rul: np.ndarray
     probabilities: np.ndarray
+    rul_lower: np.ndarray | None = None
+    """Calibrated bounds of each prediction (None without a calibration)."""
+    rul_upper: np.ndarray | None = None
 
 
 def evaluate_test(predict: PredictFn, pre: Preprocessor, subset: Subset, *,
-                  all_windows: bool = False) -> TestReport:
+                  all_windows: bool = False, intervals=None) -> TestReport:
     """Score on the official test set: one prediction per engine from its last window.
 
     Metrics: ``rmse``, ``mae``, ``nasa``, ``nasa_mean``, health accuracy / macro-F1 (truth
@@ -59,5 +62,12 @@ def evaluate_test(predict: PredictFn, pre: Preprocessor, subset: Subset, *,
         every = pre.windows(subset.test, rul_after_end=subset.rul)
         metrics["all_windows_rmse"] = score_windows(predict, every)["rmse"]
         metrics["n_windows"] = len(every)
-    return TestReport(metrics, last.unit, last.rul, rul, prob)
+    lower = upper = None
+    if intervals is not None:
+        from amnl.inference.intervals import coverage_and_width
+
+        lower, upper = intervals.bounds(rul)
+        metrics.update(coverage_and_width(lower, upper, last.rul),
+                       interval_stated_coverage=intervals.coverage)
+    return TestReport(metrics, last.unit, last.rul, rul, prob, lower, upper)
 

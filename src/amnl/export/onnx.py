@@ -345,7 +345,20 @@ def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bo
     for name in PREPROCESS_FILES:
         if not (dst / name).exists():
             shutil.copyfile(src / name, dst / name)
+    copy_calibration(src, dst)
     return out
+
+
+def copy_calibration(src: Path, dst: Path) -> None:
+    """The source's RUL interval calibration and drift reference, where it has them, beside
+    an export."""
+    from amnl.inference.drift import DRIFT_FILE
+    from amnl.inference.intervals import CALIBRATION_FILE
+
+    for name in (CALIBRATION_FILE, DRIFT_FILE):
+        source, target = src / name, dst / name
+        if source.is_file() and not (target.exists() and target.samefile(source)):
+            shutil.copyfile(source, target)
 
 
 

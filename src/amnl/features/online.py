@@ -107,7 +107,7 @@ class OnlineFeatures:
     Example:
         >>> online = OnlineFeatures(pre)  # doctest: +SKIP
         >>> state = online.new_state()
-        >>> windows, cond = online.step(state, cycles, raw)  # raw: (n, 24) READING_COLUMNS
+        >>> windows, cond, z = online.step(state, cycles, raw)  # raw: (n, 24) READING_COLUMNS
         >>> windows.shape  # one window per new cycle
         (n, 30, 29)
     """
@@ -119,6 +119,8 @@ class OnlineFeatures:
         self.names = pre.feature_names
         self._cols = [READING_COLUMNS.index(n) for n in self.names]
         self._settings = [READING_COLUMNS.index(n) for n in SETTING_COLUMNS]
+        #: where the 3 settings are in a reading row
+        self.settings = list(self._settings)
         #: columns a reading must have (the rest may be missing)
         self.required = sorted({*SETTING_COLUMNS, *self.names}, key=READING_COLUMNS.index)
         self._mean, self._scale = pre.scaler_.mean_, pre.scaler_.scale_
@@ -173,7 +175,8 @@ class OnlineFeatures:
             label: names the asset in error messages.
 
         Returns:
-            float32 (n, W, F) the window at each cycle, and int64 (n,) their conditions.
+            float32 (n, W, F) the window at each cycle, int64 (n,) their conditions and float32
+            (n, len(names)) their z-scores.
 
         Raises:
             DataError: a value not finite once scaled, or a smoothed feature out of range;
@@ -187,7 +190,7 @@ class OnlineFeatures:
             self._advance([new], cycles[i: i + 1], cond[i: i + 1], scaled[i: i + 1], [label])
             out[i] = self._windows([new])[0]
         _assign(state, new)
-        return out, cond
+        return out, cond, scaled
 
     def step_many(self, states: list[AssetState], cycles: np.ndarray, raw: np.ndarray,
                   labels: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +203,7 @@ class OnlineFeatures:
             labels: names of the assets, for error messages.
 
         Returns:
-            float32 (n, W, F) windows and int64 (n,) conditions.
+            float32 (n, W, F) windows, int64 (n,) conditions, float32 (n, len(names)) z-scores.
         """
         cycles = np.asarray(cycles, np.int64)
         cond, scaled = self.scale(cycles, raw, label=labels)
@@ -208,7 +211,7 @@ class OnlineFeatures:
         self._advance(new, cycles, cond, scaled, labels)
         for s, n in zip(states, new):
             _assign(s, n)
-        return self._windows(states), cond
+        return self._windows(states), cond, scaled
 
     def _advance(self, states: list[AssetState], cycles: np.ndarray, cond: np.ndarray,
                  z: np.ndarray, labels: list[str]) -> None:

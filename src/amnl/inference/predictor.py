@@ -23,6 +23,8 @@ from amnl.errors import DataError, ModelError
 from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
+from amnl.inference.drift import DriftReference
+from amnl.inference.intervals import RulIntervals
 from amnl.rundir import (
     INFERENCE_FILES,
     ONNX_FILES,
@@ -49,6 +51,11 @@ class Predictions:
     rul: np.ndarray
     probabilities: np.ndarray
     warnings: list[list[str]] = field(default_factory=list)
+    rul_lower: np.ndarray | None = None
+    """Calibrated lower bound of each RUL (None when the model has no calibration)."""
+    rul_upper: np.ndarray | None = None
+    coverage: float | None = None
+    """The bounds' stated coverage (e.g. 0.8)."""
 
     @property
     def health(self) -> list[str]:
@@ -61,11 +68,16 @@ class Predictions:
 
     def records(self) -> list[dict]:
         warnings = self.warnings or [[] for _ in self.unit]
-        return [{"unit": int(u), "rul": round(float(r), 3), "health": h,
-                 **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)},
-                 "warnings": w}
-                for u, r, h, probs, w in zip(self.unit, self.rul, self.health,
-                                             self.probabilities, warnings)]
+        out = [{"unit": int(u), "rul": round(float(r), 3), "health": h,
+                **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)},
+                "warnings": w}
+               for u, r, h, probs, w in zip(self.unit, self.rul, self.health,
+                                            self.probabilities, warnings)]
+        if self.rul_lower is not None:
+            for rec, lo, hi in zip(out, self.rul_lower, self.rul_upper):
+                rec.update(rul_lower=round(float(lo), 3), rul_upper=round(float(hi), 3),
+                           coverage=self.coverage)
+        return out
 
 
 def _export_id(onnx_file: Path, metadata: dict[str, str]) -> str:
@@ -105,6 +117,18 @@ class Predictor:
     model_id: str
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     source: Path | None = None
+    intervals: RulIntervals | None = None
+    """The RUL interval calibration found with the model (``calibration.json``), if any."""
+    drift: DriftReference | None = None
+    """The training input distribution found with the model (``drift.json``), if any."""
+
+    def __post_init__(self) -> None:
+        if self.source is not None:
+            folder = self.source.parent if self.source.suffix == ".onnx" else self.source
+            if self.intervals is None:
+                self.intervals = RulIntervals.load(folder)
+            if self.drift is None:
+                self.drift = DriftReference.load(folder)
 
     @classmethod
     def load(cls, source: str | os.PathLike | None = None,
@@ -187,10 +211,14 @@ class Predictor:
         if not parts:
             return Predictions(np.zeros(0, np.int64), np.zeros(0, np.float32),
                                np.zeros((0, len(HEALTH_CLASSES)), np.float32))
+        bounded = parts[0].rul_lower is not None
         return Predictions(np.concatenate([p.unit for p in parts]),
                            np.concatenate([p.rul for p in parts]),
                            np.concatenate([p.probabilities for p in parts]),
-                           [w for p in parts for w in p.warnings])
+                           [w for p in parts for w in p.warnings],
+                           np.concatenate([p.rul_lower for p in parts]) if bounded else None,
+                           np.concatenate([p.rul_upper for p in parts]) if bounded else None,
+                           parts[0].coverage)
 
     def predict_table(self, table: EngineTable) -> Predictions:
         """One prediction per engine, from the window ending at its last cycle, with the
@@ -210,5 +238,9 @@ class Predictor:
             raise DataError(f"unit {int(w.unit[bad[0]])}: the model's output is not a number; "
                             "its readings are far outside anything it was trained on",
                             path=table.path)
-        return Predictions(w.unit, rul, prob,
-                           unit_warnings(self.preprocessor, self.config, table, cond, scaled))
+        out = Predictions(w.unit, rul, prob,
+                          unit_warnings(self.preprocessor, self.config, table, cond, scaled))
+        if self.intervals is not None:
+            out.rul_lower, out.rul_upper = self.intervals.bounds(rul)
+            out.coverage = self.intervals.coverage
+        return out

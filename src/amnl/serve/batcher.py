@@ -25,8 +25,10 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 RELEASE_REASONS = ("full", "timeout", "drained", "catch_up")
-#: Batches recovered from the database at a time (bounds the memory of a catch-up).
+#: Batches recovered from the database at a time (bounds the memory of a catch-up), and at
+#: least this many windows (each catch-up scans the readings for unpredicted ones).
 CATCH_UP_BATCHES = 8
+CATCH_UP_MIN = 512
 #: Pause after a failed forward pass before its windows are tried again (from the database).
 RETRY_SECONDS = 1.0
 
@@ -142,7 +144,7 @@ class DynamicBatcher:
             else:
                 reason = ""
         if reason:
-            n = min(self.max_backlog, CATCH_UP_BATCHES * self.max_batch)
+            n = min(self.max_backlog, max(CATCH_UP_BATCHES * self.max_batch, CATCH_UP_MIN))
             jobs = self.catch_up(n) if self.catch_up else []
             if len(jobs) >= n:
                 self.mark_behind()

@@ -13,6 +13,16 @@ Data model (schema version 1):
 * ``readings``: one row per (asset, cycle): the raw settings and sensors as received, and the
   model-ready feature row they produced (float32 bytes), from which any window can be rebuilt.
 * ``predictions``: one row per (asset, cycle): RUL, health, probabilities, model id, time.
+
+Schema version 2 adds the calibrated bounds (``rul_lower``, ``rul_upper``) to predictions and
+to each asset's latest one, the asset's known failure cycle and alert hysteresis state, and:
+
+* ``alerts``: one row per alert: asset, rule, severity, state, and the time, cycle and value of
+  each transition (raised, acknowledged with a note, cleared); at most one open alert per
+  asset and rule (a partial unique index);
+* ``alert_events``: every transition as the JSON body the webhooks receive (an outbox);
+* ``webhook_deliveries``: per event and webhook URL, its state and next attempt;
+  ``webhook_attempts``: every attempt with its status code or error.
 """
 
 from __future__ import annotations
@@ -24,14 +34,17 @@ from sqlalchemy import (
     Column,
     Engine,
     Float,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
+    Text,
     create_engine,
     event,
     select,
+    text,
 )
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -42,7 +55,7 @@ from amnl.features.online import READING_COLUMNS
 logger = logging.getLogger(__name__)
 
 #: The schema this code reads and writes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: Longest asset id (the API validates it; the column holds it).
 ASSET_ID_LENGTH = 64
 
@@ -86,13 +99,84 @@ predictions = Table("predictions", metadata,
                     *_prediction_columns(nullable=False))
 
 
+alerts = Table("alerts", metadata,
+               Column("id", Integer, primary_key=True, autoincrement=True),
+               Column("asset_id", String(ASSET_ID_LENGTH), nullable=False),
+               Column("rule", String(64), nullable=False),
+               Column("severity", String(16), nullable=False),
+               Column("state", String(32), nullable=False),
+               Column("message", String(256), nullable=False),
+               Column("raised_at", Float, nullable=False),
+               Column("raised_cycle", Integer, nullable=False),
+               Column("raised_value", Float, nullable=False),
+               Column("acknowledged_at", Float, nullable=True),
+               Column("acknowledged_cycle", Integer, nullable=True),
+               Column("ack_note", String(1000), nullable=True),
+               Column("cleared_at", Float, nullable=True),
+               Column("cleared_cycle", Integer, nullable=True),
+               Column("cleared_value", Float, nullable=True),
+               Index("alerts_one_open", "asset_id", "rule", unique=True,
+                     sqlite_where=text("state LIKE 'active%'"),
+                     postgresql_where=text("state LIKE 'active%'")),
+               Index("alerts_by_state", "state"))
+
+alert_events = Table("alert_events", metadata,
+                     Column("id", Integer, primary_key=True, autoincrement=True),
+                     Column("alert_id", Integer, nullable=False),
+                     Column("kind", String(16), nullable=False),
+                     Column("at", Float, nullable=False),
+                     Column("body", Text, nullable=False))
+
+webhook_deliveries = Table("webhook_deliveries", metadata,
+                           Column("id", Integer, primary_key=True, autoincrement=True),
+                           Column("event_id", Integer, nullable=False),
+                           Column("url", String(2000), nullable=False),
+                           Column("state", String(16), nullable=False),  # pending/delivered/failed
+                           Column("attempts", Integer, nullable=False),
+                           Column("next_attempt_at", Float, nullable=False),
+                           Index("deliveries_pending", "state", "next_attempt_at"))
+
+webhook_attempts = Table("webhook_attempts", metadata,
+                         Column("id", Integer, primary_key=True, autoincrement=True),
+                         Column("delivery_id", Integer, nullable=False),
+                         Column("attempt", Integer, nullable=False),
+                         Column("at", Float, nullable=False),
+                         Column("status_code", Integer, nullable=True),
+                         Column("error", String(500), nullable=True),
+                         Column("seconds", Float, nullable=False))
+
+#: Columns version 2 adds to existing tables: (table, column, SQL type).
+_V2_COLUMNS = [("predictions", "rul_lower", "FLOAT"), ("predictions", "rul_upper", "FLOAT"),
+               ("assets", "rul_lower", "FLOAT"), ("assets", "rul_upper", "FLOAT"),
+               ("assets", "failure_cycle", "INTEGER"), ("assets", "alert_state", "TEXT")]
+for _table, _name, _type in _V2_COLUMNS:
+    {"predictions": predictions, "assets": assets}[_table].append_column(
+        Column(_name, Integer if _type == "INTEGER" else Text if _type == "TEXT" else Float,
+               nullable=True))
+
+
 def _migration_1(conn) -> None:
-    """The first schema: the four tables above."""
-    metadata.create_all(conn, tables=[meta, assets, readings, predictions])
+    """The first schema: meta, assets, readings, predictions (as version 1 had them)."""
+    v2 = {(t, c) for t, c, _ in _V2_COLUMNS}
+    v1 = MetaData()
+    for table in (meta, assets, readings, predictions):
+        Table(table.name, v1, *(Column(c.name, c.type, primary_key=c.primary_key,
+                                       nullable=c.nullable)
+                                for c in table.columns if (table.name, c.name) not in v2))
+    v1.create_all(conn)
+
+
+def _migration_2(conn) -> None:
+    """Interval bounds, failures, alert state; the alert and webhook tables."""
+    q = conn.dialect.identifier_preparer.quote
+    for table, name, sql_type in _V2_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(name)} {sql_type}")
+    metadata.create_all(conn, tables=[alerts, alert_events, webhook_deliveries,
+                                      webhook_attempts])
 
 
 #: version -> the function that brings the previous version to it, in order.
-MIGRATIONS = {1: _migration_1}
+MIGRATIONS = {1: _migration_1, 2: _migration_2}
 
 
 def create_db_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:

@@ -44,3 +44,17 @@ class ServeMetrics:
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.assets = Gauge("amnl_assets", "Assets known to the service.", registry=r)
         self.model = Info("amnl_model", "The model being served.", registry=r)
+        self.unknown_conditions = Counter(
+            "amnl_unknown_condition_readings",
+            "Readings far from every operating condition the model was trained on.", registry=r)
+        self.drift_psi = Gauge("amnl_drift_psi", "PSI of recent readings against the training "
+                               "distribution, per operating condition and model input.",
+                               ["condition", "feature"], registry=r)
+        self.unknown_share = Gauge("amnl_unknown_condition_share",
+                                   "Share of unknown-condition readings among recent ones.",
+                                   registry=r)
+        self.alerts_open = Gauge("amnl_alerts_open", "Open (active) alerts by severity.",
+                                 ["severity"], registry=r)
+        self.alert_events = Counter("amnl_alert_events", "Alert transitions stored.", registry=r)
+        self.webhook_attempts = Counter("amnl_webhook_attempts", "Webhook delivery attempts.",
+                                        ["result"], registry=r)

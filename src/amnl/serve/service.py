@@ -24,6 +24,7 @@ from amnl.cache import cache_dir
 from amnl.config import InferenceConfig
 from amnl.errors import ConfigError, ModelError
 from amnl.features.online import AssetState, OnlineFeatures
+from amnl.inference.drift import DriftMonitor
 from amnl.inference.predictor import Predictor
 from amnl.rundir import (
     ONNX_FILES,
@@ -32,11 +33,15 @@ from amnl.rundir import (
     model_id,
     resolve_source,
 )
+from amnl.serve.alerting import AlertBook
+from amnl.serve.alerts import AssetAlerts, load_rules
 from amnl.serve.batcher import Batch, DynamicBatcher, Job
-from amnl.serve.db import create_db_engine, get_meta, migrate, redact, set_meta
+from amnl.serve.db import create_db_engine, get_meta, migrate, now, redact, set_meta
+from amnl.serve.errors import ApiError
 from amnl.serve.metrics import ServeMetrics
 from amnl.serve.settings import DURABILITY, ServeSettings
 from amnl.serve.store import Store, windows_from_rows
+from amnl.serve.webhooks import WebhookSender
 from amnl.serve.writer import AssetReadings, Entry, Writer
 
 logger = logging.getLogger(__name__)
@@ -61,9 +66,12 @@ def export_for_serving(run_dir: Path, precision: str) -> Path:
     """An exported folder of ``run_dir`` for the onnx runtime, made once in a child process
     (so the serving process never imports torch) and kept in the user cache, named by the
     run's model id."""
+    from amnl.export.onnx import copy_calibration  # a file copy: no torch behind it
+
     folder = cache_dir(EXPORT_SUBDIR) / model_id(run_dir)
     target = folder / ONNX_FILES[precision]
     if target.is_file() and all((folder / f).is_file() for f in PREPROCESS_FILES):
+        copy_calibration(run_dir, folder)  # a calibration made since the export
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -78,6 +86,7 @@ def export_for_serving(run_dir: Path, precision: str) -> Path:
             raise ModelError(f"{run_dir}: the ONNX export failed: {done.stderr.strip()[-2000:]}")
         for f in (*PREPROCESS_FILES, out.name):
             os.replace(Path(tmp) / f, folder / f)
+    copy_calibration(run_dir, folder)
     return folder
 
 
@@ -133,12 +142,28 @@ class FleetService:
         except Exception as exc:  # noqa: BLE001 - cannot reach or read the database
             raise ConfigError(f"database {redact(s.url)}: {exc}") from None
         self.store = Store(self.engine)
+        stored = self.store.load_assets()
         entries = {a.asset_id: Entry(AssetState.from_bytes(a.state), a.first_cycle, i + 1)
-                   for i, a in enumerate(self.store.load_assets())}
+                   for i, a in enumerate(stored)}
         self.metrics.assets.set(len(entries))
         self.max_batch = 1 if not s.batching else (s.max_batch or runtime_batch(p))
+        self.rules = load_rules(s.alert_rules)
+        book = AlertBook(self.rules, s.webhooks, p.model_id,
+                         {a.asset_id: AssetAlerts.from_json(a.alert_state) for a in stored
+                          if a.alert_state})
+        # predictions stored but not yet evaluated for alerts (they waited for an earlier one)
+        evaluated = {a.asset_id: book.states[a.asset_id].cycle if a.asset_id in book.states
+                     else a.first_cycle - 1 for a in stored}
+        for a, rows in self.store.predictions_after(evaluated).items():
+            book.buffers[a] = {int(r["cycle"]): r for r in rows}
+        self.drift = DriftMonitor(p.drift) if p.drift is not None else None
+        self.webhooks = (WebhookSender(self.engine, s.webhook_secret, self.metrics)
+                         if s.webhooks else None)
         self.writer = Writer(self.store, self.online, p.model_id, entries, self._committed,
-                             self.metrics)
+                             self.metrics, alerts=book, intervals=p.intervals, drift=self.drift,
+                             failed={a.asset_id: a.failure_cycle for a in stored
+                                     if a.failure_cycle is not None},
+                             on_events=self.webhooks.wake if self.webhooks else lambda: None)
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
                                       max_backlog=s.max_backlog, catch_up=self._catch_up,
@@ -149,6 +174,8 @@ class FleetService:
                                  "max_batch": str(self.max_batch)})
         self.writer.start()
         self.batcher.start()
+        if self.webhooks:
+            self.webhooks.start()
         self.started_at = time.time()
         logger.info("serving model %s (%s %s, batches of up to %d) with %d assets from %s",
                     p.model_id, p.inference.runtime, p.inference.precision, self.max_batch,
@@ -160,6 +187,8 @@ class FleetService:
         self.batcher.stop()
         self.writer.wait_idle(10)
         self.writer.stop()
+        if self.webhooks:
+            self.webhooks.stop()
         self.engine.dispose()
         self.started_at = None
 
@@ -224,6 +253,68 @@ class FleetService:
     def last_cycle(self, asset_id: str) -> int | None:
         e = self.writer.entries.get(asset_id)
         return None if e is None else e.state.last_cycle
+
+    async def failure(self, asset_id: str, cycle: int) -> dict:
+        """Record that an asset failed (or was removed) at ``cycle``: the true RUL of its past
+        predictions is then known (:meth:`accuracy`), and it takes no more readings."""
+        entry = self.writer.entries.get(asset_id)
+        if entry is None:
+            raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
+
+        def run(conn):
+            last = self.writer.entries[asset_id].state.last_cycle
+            if cycle < last:
+                raise ApiError(422, ["body", "cycle"], f"asset {asset_id} has readings up to "
+                               f"cycle {last}; it cannot have failed at {cycle}", "cycle_order",
+                               expected_cycle=last)
+            have = self.writer.failed.get(asset_id)
+            if have is not None and have != cycle:
+                raise ApiError(409, ["body", "cycle"], f"asset {asset_id}'s failure is recorded "
+                               f"at cycle {have}", "conflict")
+            self.store.set_failure(conn, asset_id, cycle)
+            return {"asset_id": asset_id, "failure_cycle": cycle, "last_cycle": last}
+
+        return await asyncio.wrap_future(self.writer.control(
+            run, lambda _r: self.writer.failed.__setitem__(asset_id, cycle)))
+
+    async def ack(self, alert_id: int, note: str | None) -> dict:
+        def run(conn):
+            row = self.store.alert(alert_id)
+            entry = self.writer.entries.get(row["asset_id"]) if row else None
+            return self.writer.alerts.ack(conn, alert_id, note,
+                                          entry.state.last_cycle if entry else None, now())
+
+        return await asyncio.wrap_future(self.writer.control(run))
+
+    def accuracy(self) -> dict:
+        """RMSE, NASA score and interval coverage of the predictions whose truth is known
+        (assets with a recorded failure), over every cycle and at each asset's last one."""
+        from amnl.evaluate.metrics import nasa_score, rmse
+
+        rows = self.store.failed_predictions()
+        cap = self.predictor.config.data.rul_cap
+        by_asset: dict[str, list[dict]] = {}
+        for r in rows:
+            by_asset.setdefault(r["asset_id"], []).append(r)
+
+        def score(items: list[dict]) -> dict:
+            true = np.array([min(r["failure_cycle"] - r["cycle"], cap) for r in items], float)
+            pred = np.array([r["rul"] for r in items], float)
+            out = {"n": len(items), "rmse": rmse(pred, true), "nasa": nasa_score(pred, true)}
+            bounded = [r for r in items if r["rul_lower"] is not None]
+            if bounded:
+                t = np.array([min(r["failure_cycle"] - r["cycle"], cap) for r in bounded])
+                lo = np.array([r["rul_lower"] for r in bounded])
+                hi = np.array([r["rul_upper"] for r in bounded])
+                out["interval_coverage"] = float(((t >= lo) & (t <= hi)).mean())
+            return out
+
+        assets = {a: {**score(items), "failure_cycle": items[0]["failure_cycle"],
+                      "last_cycle": items[-1]["cycle"]} for a, items in by_asset.items()}
+        return {"rul_cap": cap, "assets_with_known_failure": len(by_asset),
+                "all_cycles": score(rows) if rows else None,
+                "last_cycle": score([items[-1] for items in by_asset.values()]) if rows else None,
+                "assets": assets}
 
     def wait_predicted(self, timeout: float = 60.0) -> bool:
         """Block until every acknowledged reading has its prediction stored (tests, demos)."""

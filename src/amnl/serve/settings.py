@@ -11,6 +11,8 @@ from amnl.errors import ConfigError
 
 #: Where the API token may come from besides ``--api-token``.
 TOKEN_ENV = "AMNL_API_TOKEN"
+#: Where the webhook signing secret may come from besides ``--webhook-secret``.
+SECRET_ENV = "AMNL_WEBHOOK_SECRET"
 #: Largest request body, bytes: a fleet post of 707 C-MAPSS readings is about 0.4 MB.
 DEFAULT_MAX_BODY_BYTES = 4_000_000
 #: How long the batcher waits for more readings after the first of a batch, ms.
@@ -60,6 +62,10 @@ class ServeSettings:
         max_backlog: windows queued in memory at most (see :data:`DEFAULT_MAX_BACKLOG`).
         durability: ``process`` or ``power`` (SQLite; PostgreSQL's commits are durable).
         max_body_bytes: larger requests get a 413.
+        alert_rules: a JSON file of alert rules (default: :data:`amnl.serve.alerts.DEFAULT_RULES`).
+        webhooks: URLs that receive every alert transition.
+        webhook_secret: the HMAC-SHA256 key of their signature (required with webhooks;
+            default ``$AMNL_WEBHOOK_SECRET``).
     """
 
     model: str | None = None
@@ -74,6 +80,9 @@ class ServeSettings:
     max_backlog: int = DEFAULT_MAX_BACKLOG
     durability: str = "process"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    alert_rules: str | None = None
+    webhooks: list[str] = field(default_factory=list)
+    webhook_secret: str | None = None
 
     def __post_init__(self) -> None:
         if self.api_token is None:
@@ -82,6 +91,13 @@ class ServeSettings:
             raise ConfigError(f"refusing to listen on {self.host} without an API token: pass "
                               f"--api-token or set {TOKEN_ENV} (writes then need "
                               "'Authorization: Bearer <token>')")
+        if self.webhook_secret is None:
+            self.webhook_secret = os.environ.get(SECRET_ENV) or None
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"webhook {url!r}: an http:// or https:// URL")
+        if self.webhooks and not self.webhook_secret:
+            raise ConfigError(f"webhooks are signed: pass --webhook-secret or set {SECRET_ENV}")
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, got "
                               f"{self.durability!r}")

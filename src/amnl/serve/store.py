@@ -13,7 +13,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select
 
 from amnl.features.online import READING_COLUMNS
-from amnl.serve.db import PROBABILITY_COLUMNS, assets, predictions, readings
+from amnl.serve.db import PROBABILITY_COLUMNS, alerts, assets, predictions, readings
 
 
 def insert_ignore(table, dialect: str):
@@ -34,6 +34,8 @@ class StoredAsset:
     last_cycle: int
     n_readings: int
     state: bytes
+    alert_state: str | None = None
+    failure_cycle: int | None = None
 
 
 class Store:
@@ -47,8 +49,8 @@ class Store:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._insert_prediction = insert_ignore(predictions, self.dialect)
-        latest = {c: bindparam(c) for c in ("rul", "health", *PROBABILITY_COLUMNS, "model_id",
-                                            "predicted_at")}
+        latest = {c: bindparam(c) for c in ("rul", "rul_lower", "rul_upper", "health",
+                                            *PROBABILITY_COLUMNS, "model_id", "predicted_at")}
         # the two statements of every ingestion, on the driver's executemany with positional
         # parameters (the Core path costs more per row than the database does)
         q = engine.dialect.identifier_preparer.quote
@@ -97,7 +99,9 @@ class Store:
                       for r in latest.values()])
 
     def delete_asset(self, conn: Connection, asset_id: str) -> bool:
-        for table in (predictions, readings):
+        """The asset's readings, predictions, state and alerts (the events already sent stay,
+        as the record of what was sent)."""
+        for table in (predictions, readings, alerts):
             conn.execute(delete(table).where(table.c.asset_id == asset_id))
         return conn.execute(delete(assets).where(assets.c.asset_id == asset_id)).rowcount > 0
 
@@ -116,8 +120,77 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(assets.c.asset_id, assets.c.first_cycle,
                                        assets.c.last_cycle, assets.c.n_readings,
-                                       assets.c.state)).all()
-        return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4])) for r in rows]
+                                       assets.c.state, assets.c.alert_state,
+                                       assets.c.failure_cycle)).all()
+        return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
+                            None if r[6] is None else int(r[6])) for r in rows]
+
+    def predictions_after(self, asset_cycles: dict[str, int]) -> dict[str, list[dict]]:
+        """Each asset's stored predictions after a cycle (alert evaluation resumes there)."""
+        out: dict[str, list[dict]] = {}
+        with self.engine.connect() as conn:
+            for a, c in asset_cycles.items():
+                rows = conn.execute(select(predictions).where(
+                    predictions.c.asset_id == a, predictions.c.cycle > c)).mappings().all()
+                if rows:
+                    out[a] = [dict(r) for r in rows]
+        return out
+
+    def set_failure(self, conn: Connection, asset_id: str, cycle: int) -> None:
+        conn.execute(assets.update().where(assets.c.asset_id == asset_id)
+                     .values(failure_cycle=cycle))
+
+    def alerts(self, *, state: str | None = None, asset_id: str | None = None,
+               limit: int = 100, offset: int = 0) -> tuple[int, list[dict]]:
+        """Alerts, newest first; ``state`` may be ``open`` (both active states) or a state."""
+        where = []
+        if state == "open":
+            where.append(alerts.c.state.like("active%"))
+        elif state is not None:
+            where.append(alerts.c.state == state)
+        if asset_id is not None:
+            where.append(alerts.c.asset_id == asset_id)
+        with self.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(alerts).where(*where)).scalar_one()
+            rows = conn.execute(select(alerts).where(*where).order_by(alerts.c.id.desc())
+                                .limit(limit).offset(offset)).mappings().all()
+        return int(total), [dict(r) for r in rows]
+
+    def alert(self, alert_id: int) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(alerts).where(alerts.c.id == alert_id)).mappings().first()
+        return None if row is None else dict(row)
+
+    def open_alerts_by_severity(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(alerts.c.severity, func.count())
+                                .where(alerts.c.state.like("active%"))
+                                .group_by(alerts.c.severity)).all()
+        return {s: int(n) for s, n in rows}
+
+    def failed_predictions(self) -> list[dict]:
+        """Predictions of the assets whose failure cycle is known, with it."""
+        q = (select(predictions.c.asset_id, predictions.c.cycle, predictions.c.rul,
+                    predictions.c.rul_lower, predictions.c.rul_upper, assets.c.failure_cycle)
+             .join(assets, assets.c.asset_id == predictions.c.asset_id)
+             .where(assets.c.failure_cycle.is_not(None))
+             .order_by(predictions.c.asset_id, predictions.c.cycle))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def deliveries(self, event_id: int | None = None) -> list[dict]:
+        """Webhook deliveries and their attempts (for the API and tests)."""
+        from amnl.serve.db import webhook_attempts, webhook_deliveries
+
+        where = [] if event_id is None else [webhook_deliveries.c.event_id == event_id]
+        with self.engine.connect() as conn:
+            out = [dict(r) for r in conn.execute(select(webhook_deliveries).where(*where)
+                                                 .order_by(webhook_deliveries.c.id)).mappings()]
+            for d in out:
+                d["attempts_log"] = [dict(r) for r in conn.execute(
+                    select(webhook_attempts).where(webhook_attempts.c.delivery_id == d["id"])
+                    .order_by(webhook_attempts.c.attempt)).mappings()]
+        return out
 
     def unpredicted(self, limit: int) -> list[tuple[str, int]]:
         """(asset, cycle) of stored readings without a prediction, oldest cycles first."""

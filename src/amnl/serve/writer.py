@@ -22,6 +22,9 @@ import numpy as np
 
 from amnl.errors import DataError
 from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
+from amnl.inference.drift import DriftMonitor
+from amnl.inference.intervals import RulIntervals
+from amnl.serve.alerting import AlertBook, Staged
 from amnl.serve.batcher import Batch, Job
 from amnl.serve.db import PROBABILITY_COLUMNS, now
 from amnl.serve.errors import ApiError
@@ -63,9 +66,18 @@ class Ingest:
 
 
 @dataclass
-class Delete:
-    asset_id: str
+class Control:
+    """A rare change in a transaction of its own, in order with the readings (delete an asset,
+    record a failure, acknowledge an alert).
+
+    Attributes:
+        run: does the change on the connection; raises :class:`ApiError` to refuse it.
+        after: applies the result to memory once committed (in the writer's thread).
+    """
+
+    run: Callable
     future: Future
+    after: Callable | None = None
 
 
 @dataclass
@@ -84,14 +96,25 @@ class Writer:
         on_commit: called after each commit with the prediction jobs of the new readings, and
             with None after a failed one (its predictions are then caught up).
         metrics: :class:`amnl.serve.metrics.ServeMetrics`.
+        alerts: the alert bookkeeping (:class:`amnl.serve.alerting.AlertBook`).
+        intervals: the model's RUL interval calibration, when it has one.
+        drift: fed with every accepted reading's condition and z-scores.
+        failed: assets with a recorded failure cycle.
+        on_events: called after a commit that may have stored webhook events.
     """
 
     def __init__(self, store: Store, online: OnlineFeatures, model_id: str,
                  entries: dict[str, Entry], on_commit: Callable[[list[Job]], None],
-                 metrics) -> None:
+                 metrics, *, alerts: AlertBook, intervals: RulIntervals | None = None,
+                 drift: DriftMonitor | None = None, failed: dict[str, int] | None = None,
+                 on_events: Callable[[], None] = lambda: None) -> None:
         self.store, self.online, self.model_id = store, online, model_id
         self.entries = entries
         self.on_commit, self.metrics = on_commit, metrics
+        self.alerts, self.intervals, self.drift = alerts, intervals, drift
+        self.failed = dict(failed or {})
+        """Assets with a recorded failure: their failure cycle (no more readings)."""
+        self.on_events = on_events
         self._incarnations = len(entries)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="amnl-writer", daemon=True)
@@ -112,10 +135,20 @@ class Writer:
         self._queue.put(Ingest(parts, fut))
         return fut
 
-    def delete(self, asset_id: str) -> Future:
+    def control(self, run: Callable, after: Callable | None = None) -> Future:
+        """Queue ``run(conn)`` for its own transaction; the future gets its result."""
         fut: Future = Future()
-        self._queue.put(Delete(asset_id, fut))
+        self._queue.put(Control(run, fut, after))
         return fut
+
+    def delete(self, asset_id: str) -> Future:
+        """Forget an asset: its rows, state and alerts; the future gets whether it existed."""
+        def gone(found: bool) -> None:
+            self.entries.pop(asset_id, None)
+            self.alerts.forget(asset_id)
+            self.failed.pop(asset_id, None)
+
+        return self.control(lambda conn: self.store.delete_asset(conn, asset_id), gone)
 
     def add_batch(self, batch: Batch) -> None:
         """Finished predictions, stored with the next commit."""
@@ -146,10 +179,10 @@ class Writer:
                 n += _size(item)
             group: list = []
             for item in items:
-                if isinstance(item, (Delete, Barrier)):
+                if isinstance(item, (Control, Barrier)):
                     self._commit(group)
                     group = []
-                    self._delete(item) if isinstance(item, Delete) else item.done.set()
+                    self._control(item) if isinstance(item, Control) else item.done.set()
                 else:
                     group.append(item)
             self._commit(group)
@@ -166,13 +199,15 @@ class Writer:
         accepted: list[Ingest] = []
         batches = [i for i in items if isinstance(i, Batch)]
         stamp = now()
+        seen: list[tuple] = []  # (settings, conditions, z-scores) of accepted readings
         try:
             with self.store.engine.begin() as conn:
                 for item in items:
                     if isinstance(item, Ingest) and self._apply(
-                            conn, item, changed, new_assets, pending, reading_rows, jobs, stamp):
+                            conn, item, changed, new_assets, pending, reading_rows, jobs, stamp,
+                            seen):
                         accepted.append(item)
-                self._write(conn, changed, new_assets, reading_rows, batches, stamp)
+                staged = self._write(conn, changed, new_assets, reading_rows, batches, stamp)
         except Exception as exc:  # the database failed: nothing was stored
             logger.exception("commit of %d requests failed", len(accepted))
             err = ApiError(503, [], f"the database did not take the write: {exc}", "unavailable")
@@ -185,6 +220,10 @@ class Writer:
             self.on_commit(None)  # let the batcher know it is behind
             return
         self.entries.update(changed)
+        self.alerts.apply(staged)
+        if self.drift is not None:
+            for settings, cond, z in seen:
+                self.metrics.unknown_conditions.inc(self.drift.observe(settings, cond, z))
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
         acked = time.monotonic()
         for job in jobs:
@@ -194,6 +233,9 @@ class Writer:
         self.metrics.acknowledged.inc(len(reading_rows))
         self._count_predictions(batches, acked)
         self.on_commit(jobs)
+        if staged.events:
+            self.metrics.alert_events.inc(staged.events)
+            self.on_events()
 
     def _count_predictions(self, batches: list[Batch], t: float) -> None:
         for b in batches:
@@ -203,12 +245,13 @@ class Writer:
                     self.metrics.ack_to_prediction.observe(t - j.acked_at)
 
     def _apply(self, conn, item: Ingest, changed: dict, new_assets: set, pending: dict,
-               reading_rows: list, jobs: list, stamp: float) -> bool:
+               reading_rows: list, jobs: list, stamp: float, seen: list) -> bool:
         """Validate one request against the state so far and stage it; False (and the future
         failed) when it is refused, with nothing staged."""
         local: dict[str, Entry] = {}
         rows, new_jobs, summary, created = [], [], [], set()
         single: list[tuple[str, Entry, int, np.ndarray, list]] = []  # one new cycle each
+        observed = []
         try:
             for part in item.parts:
                 a = part.asset_id
@@ -225,6 +268,10 @@ class Writer:
                 if not len(cycles):
                     continue
                 locs = [loc for loc, f in zip(part.loc, fresh) if f]
+                if a in self.failed:
+                    raise ApiError(409, locs[0] + ["cycle"], f"asset {a} failed (or was removed) "
+                                   f"at cycle {self.failed[a]}; its history is closed: DELETE "
+                                   "it, or give the replacement a new id", "failed")
                 if entry is not None and cycles[0] != last + 1:
                     raise ApiError(422, locs[0] + ["cycle"],
                                    f"asset {a}: expected cycle {last + 1} (the last stored is "
@@ -241,15 +288,17 @@ class Writer:
                     single.append((a, entry, int(cycles[0]), raw[0], locs[0]))
                     continue
                 try:
-                    windows, _ = self.online.step(entry.state, cycles, raw, label=f"asset {a}")
+                    windows, cond, z = self.online.step(entry.state, cycles, raw,
+                                                        label=f"asset {a}")
                 except DataError as exc:
                     raise ApiError(422, locs[0], str(exc), "value_error") from None
+                observed.append((raw[:, self.online.settings], cond, z))
                 for c, r, w in zip(cycles, raw, windows):
                     rows.append(reading_row(a, int(c), r, w[-1], stamp))  # w[-1]: its own row
                     new_jobs.append(Job(a, entry.incarnation, int(c), w.copy()))  # not a view
             if single:  # a fleet's cycle: every asset stepped at once
                 try:
-                    windows, _ = self.online.step_many(
+                    windows, cond, z = self.online.step_many(
                         [e.state for _, e, _, _, _ in single],
                         np.array([c for _, _, c, _, _ in single]),
                         np.stack([r for _, _, _, r, _ in single]),
@@ -258,6 +307,8 @@ class Writer:
                     who = str(exc).split(" cycle ")[0].removeprefix("asset ")
                     loc = next(lc for a, _, _, _, lc in single if a == who)
                     raise ApiError(422, loc, str(exc), "value_error") from None
+                observed.append((np.stack([r for _, _, _, r, _ in single])[:, self.online.settings],
+                                 cond, z))
                 for (a, e, c, r, _), w in zip(single, windows):
                     rows.append(reading_row(a, c, r, w[-1], stamp))
                     new_jobs.append(Job(a, e.incarnation, c, w.copy()))  # owns its 3.5 kB
@@ -273,6 +324,7 @@ class Writer:
                 pending[(part.asset_id, c)] = r
         reading_rows.extend(rows)
         jobs.extend(new_jobs)
+        seen.extend(observed)
         item.result = summary
         return True
 
@@ -298,7 +350,7 @@ class Writer:
                                f"{_show(raw[j])}", "conflict")
 
     def _write(self, conn, changed: dict[str, Entry], new_assets: set, reading_rows: list,
-               batches: list[Batch], stamp: float) -> None:
+               batches: list[Batch], stamp: float) -> Staged:
         inserts, updates = [], []
         for a, entry in changed.items():
             s = entry.state
@@ -311,7 +363,11 @@ class Writer:
         self.store.insert_assets(conn, inserts)
         self.store.update_states(conn, updates)
         self.store.insert_readings(conn, reading_rows)
-        self.store.insert_predictions(conn, self._prediction_rows(batches, stamp))
+        rows = self._prediction_rows(batches, stamp)
+        self.store.insert_predictions(conn, rows)
+        first = {a: (changed.get(a) or self.entries[a]).first_cycle
+                 for a in {r["asset_id"] for r in rows}}
+        return self.alerts.stage(conn, rows, first, stamp)
 
     def _prediction_rows(self, batches: list[Batch], stamp: float) -> list[dict]:
         from amnl.features.labels import HEALTH_CLASSES
@@ -319,26 +375,39 @@ class Writer:
         rows = []
         for b in batches:
             health = b.probabilities.argmax(1)
-            for j, rul, prob, h in zip(b.jobs, b.rul, b.probabilities, health):
+            if self.intervals is not None:
+                lower, upper = self.intervals.bounds(b.rul)
+            else:
+                lower = upper = [None] * len(b.jobs)
+            for j, rul, prob, h, lo, hi in zip(b.jobs, b.rul, b.probabilities, health, lower,
+                                               upper):
                 entry = self.entries.get(j.asset_id)
                 if entry is None or entry.incarnation != j.incarnation:
                     continue  # deleted (and maybe created again) since
                 rows.append({"asset_id": j.asset_id, "cycle": j.cycle, "rul": float(rul),
+                             "rul_lower": None if lo is None else float(lo),
+                             "rul_upper": None if hi is None else float(hi),
                              "health": HEALTH_CLASSES[int(h)],
                              **{c: float(p) for c, p in zip(PROBABILITY_COLUMNS, prob)},
                              "model_id": self.model_id, "predicted_at": stamp})
         return rows
 
-    def _delete(self, item: Delete) -> None:
+    def _control(self, item: Control) -> None:
         try:
             with self.store.engine.begin() as conn:
-                found = self.store.delete_asset(conn, item.asset_id)
-        except Exception as exc:  # noqa: BLE001
-            item.future.set_exception(ApiError(503, [], f"the database did not take the "
-                                               f"delete: {exc}", "unavailable"))
+                result = item.run(conn)
+        except ApiError as exc:
+            item.future.set_exception(exc)
             return
-        self.entries.pop(item.asset_id, None)
-        item.future.set_result(found)
+        except Exception as exc:
+            logger.exception("a control write failed")
+            item.future.set_exception(ApiError(503, [], f"the database did not take the "
+                                               f"write: {exc}", "unavailable"))
+            return
+        if item.after is not None:
+            item.after(result)
+        item.future.set_result(result)
+        self.on_events()
 
 
 def _size(item) -> int:
