@@ -27,7 +27,6 @@ from amnl.evaluate.metrics import rmse
 from amnl.inference.intervals import RulIntervals, coverage_and_width
 from amnl.inference.predictor import Predictor
 
-
 #: The bands of the first calibration (the health thresholds); `amnl calibrate` now uses 20
 #: cycles (amnl.inference.intervals.DEFAULT_BAND_EDGES) and the "both" set.
 EDGES = (30.0, 80.0)

@@ -58,19 +58,32 @@ def calibrate(predictor, data_dir: str | os.PathLike, *,
     return intervals
 
 
-def drift_reference(predictor, data_dir: str | os.PathLike) -> DriftReference:
+def drift_reference(predictor, data_dir: str | os.PathLike, *, seed: int = 0) -> DriftReference:
     """The training engines' per-condition decile bins of every scaled input (the validation
-    engines left out, as in training), for :class:`amnl.inference.drift.DriftMonitor`."""
+    engines left out, as in training), for :class:`amnl.inference.drift.DriftMonitor`, with
+    the drift line set from simulated in-service fleets of the validation engines (each cut
+    at a random cycle, streamed engine after engine)."""
     import numpy as np
 
-    from amnl.data.cmapss import EngineTable
+    from amnl.data.cmapss import SETTING_COLUMNS, EngineTable
     from amnl.inference.checks import SETTING_TOLERANCE
+    from amnl.inference.drift import SIMULATED_FLEETS
 
     cfg = predictor.config.data
     train = load_subset(data_dir, cfg.subset, test=False).train
     pre = predictor.preprocessor
-    train_units, _ = pre.split_units(train)
+    train_units, val_units = pre.split_units(train)
     rows = EngineTable(train.path, train.values[np.isin(train.unit, train_units)])
     cond, scaled = pre.scale(rows)
-    return DriftReference.fit(pre.feature_names, cond, scaled, pre.conditions_.centers_,
-                              SETTING_TOLERANCE)
+    ref = DriftReference.fit(pre.feature_names, cond, scaled, pre.conditions_.centers_,
+                             SETTING_TOLERANCE)
+    rng = np.random.default_rng(seed)
+    fleets = []
+    for _ in range(SIMULATED_FLEETS):
+        cut = [train.values[train.unit == u] for u in val_units]
+        fleet = EngineTable(train.path, np.concatenate(
+            [v[: rng.integers(1, len(v) + 1)] for v in cut]))
+        c, z = pre.scale(fleet)
+        fleets.append((fleet.columns(SETTING_COLUMNS), c, z))
+    ref.set_threshold(fleets)
+    return ref

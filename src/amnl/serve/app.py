@@ -11,6 +11,7 @@ import hmac
 import io
 import time
 from contextlib import asynccontextmanager
+from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -31,8 +32,10 @@ from amnl.serve.errors import ApiError
 from amnl.serve.schemas import (
     ASSET_ID_PATTERN,
     ERRORS,
+    AckIn,
     AssetOut,
     AssetReadingsIn,
+    FailureIn,
     FleetOut,
     FleetReadingsIn,
     IngestOut,
@@ -43,6 +46,9 @@ from amnl.serve.service import FleetService
 from amnl.serve.settings import ServeSettings
 from amnl.serve.writer import AssetReadings
 
+#: ``open`` (both active states) or one state.
+AlertFilter = Literal["open", "active_unacknowledged", "active_acknowledged",
+                      "cleared_unacknowledged", "cleared_acknowledged"]
 AssetPath = Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="The asset's id.")]
 
 
@@ -52,7 +58,8 @@ def iso(t: float | None) -> str | None:
 
 def prediction_out(row: dict) -> dict:
     return {"asset_id": row["asset_id"], "cycle": row.get("predicted_cycle", row.get("cycle")),
-            "rul": row["rul"], "health": row["health"],
+            "rul": row["rul"], "rul_lower": row.get("rul_lower"), "rul_upper": row.get("rul_upper"),
+            "health": row["health"],
             "probabilities": {c: row[f"p_{c}"] for c in HEALTH_CLASSES},
             "model_id": row["model_id"], "time": iso(row["predicted_at"])}
 
@@ -64,7 +71,21 @@ def asset_out(row: dict) -> dict:
             "pending": row["last_cycle"] - (predicted if predicted is not None
                                             else row["first_cycle"] - 1),
             "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+            "failure_cycle": row.get("failure_cycle"),
             "prediction": prediction_out(row) if predicted is not None else None}
+
+
+def alert_out(row: dict) -> dict:
+    return {"id": row["id"], "asset_id": row["asset_id"], "rule": row["rule"],
+            "severity": row["severity"], "state": row["state"], "message": row["message"],
+            "raised": {"at": iso(row["raised_at"]), "cycle": row["raised_cycle"],
+                       "value": row["raised_value"]},
+            "acknowledged": None if row["acknowledged_at"] is None else {
+                "at": iso(row["acknowledged_at"]), "cycle": row["acknowledged_cycle"],
+                "note": row["ack_note"]},
+            "cleared": None if row["cleared_at"] is None else {
+                "at": iso(row["cleared_at"]), "cycle": row["cleared_cycle"],
+                "value": row["cleared_value"]}}
 
 
 class _Limits:
@@ -254,12 +275,14 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         if format == "csv":
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["asset_id", "cycle", "rul", "health", *PROBABILITY_COLUMNS, "model_id",
-                        "time"])
+            w.writerow(["asset_id", "cycle", "rul", "rul_lower", "rul_upper", "health",
+                        *PROBABILITY_COLUMNS, "model_id", "time"])
             for r in rows:
-                w.writerow([r["asset_id"], r["cycle"], f"{r['rul']:.4f}", r["health"],
-                            *(f"{r[c]:.6f}" for c in PROBABILITY_COLUMNS), r["model_id"],
-                            iso(r["predicted_at"])])
+                w.writerow([r["asset_id"], r["cycle"], f"{r['rul']:.4f}",
+                            *("" if r[k] is None else f"{r[k]:.4f}" for k in ("rul_lower",
+                                                                              "rul_upper")),
+                            r["health"], *(f"{r[c]:.6f}" for c in PROBABILITY_COLUMNS),
+                            r["model_id"], iso(r["predicted_at"])])
             return PlainTextResponse(buf.getvalue(), media_type="text/csv", headers={
                 "Content-Disposition": f'attachment; filename="{asset_id}-predictions.csv"'})
         return JSONResponse({"asset_id": asset_id,
@@ -290,13 +313,58 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             out = service.predictor.predict_table(table)
         except DataError as exc:
             raise ApiError(422, ["body", "assets"], str(exc), "value_error") from None
+        lower = out.rul_lower if out.rul_lower is not None else [None] * len(out.unit)
+        upper = out.rul_upper if out.rul_upper is not None else [None] * len(out.unit)
         preds = [{"asset_id": ids[int(u) - 1],
                   "cycle": int(table.cycle[s + n - 1]),
-                  "rul": float(r), "health": HEALTH_CLASSES[int(np.argmax(p))],
+                  "rul": float(r), "rul_lower": None if lo is None else float(lo),
+                  "rul_upper": None if hi is None else float(hi),
+                  "health": HEALTH_CLASSES[int(np.argmax(p))],
                   "probabilities": dict(zip(HEALTH_CLASSES, map(float, p))), "warnings": w}
-                 for u, r, p, w, s, n in zip(out.unit, out.rul, out.probabilities, out.warnings,
-                                             table.starts, table.lengths)]
+                 for u, r, p, w, s, n, lo, hi in zip(out.unit, out.rul, out.probabilities,
+                                                     out.warnings, table.starts, table.lengths,
+                                                     lower, upper)]
         return {"model_id": service.predictor.model_id, "predictions": preds}
+
+    @app.post("/v1/assets/{asset_id}/failure", responses=ERRORS, dependencies=writes,
+              tags=["accuracy"])
+    async def post_failure(asset_id: AssetPath, body: FailureIn):
+        """Record the cycle at which the asset failed (or was removed): the true RUL of its
+        past predictions is then known, for `GET /v1/accuracy`. Its history is closed."""
+        return await service.failure(asset_id, body.cycle)
+
+    @app.get("/v1/accuracy", tags=["accuracy"])
+    def get_accuracy():
+        """RMSE, NASA score and interval coverage of the predictions of assets with a known
+        failure: over every cycle, and at each asset's last cycle (the test protocol)."""
+        return service.accuracy()
+
+    @app.get("/v1/alerts", tags=["alerts"])
+    def list_alerts(state: AlertFilter | None = None,
+                    asset_id: Annotated[str | None, Query(pattern=ASSET_ID_PATTERN)] = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                    offset: Annotated[int, Query(ge=0)] = 0):
+        """Alerts, newest first; ``state=open`` gives both active states."""
+        total, rows = service.store.alerts(state=state, asset_id=asset_id, limit=limit,
+                                           offset=offset)
+        return {"total": total, "limit": limit, "offset": offset,
+                "rules": [{**asdict(r), "description": r.describe()} for r in service.rules],
+                "items": [alert_out(r) for r in rows]}
+
+    @app.post("/v1/alerts/{alert_id}/ack", responses=ERRORS, dependencies=writes,
+              tags=["alerts"])
+    async def ack_alert(alert_id: int, body: AckIn | None = None):
+        """Acknowledge an alert, with a note; a cleared alert may be acknowledged too."""
+        return alert_out(await service.ack(alert_id, body.note if body else None))
+
+    @app.get("/v1/drift", tags=["drift"])
+    def get_drift():
+        """PSI of the recent readings against the training distribution, per operating
+        condition and model input, and the share of readings in no known condition."""
+        if service.drift is None:
+            raise ApiError(404, [], "this model has no drift reference (drift.json); run "
+                           "`amnl calibrate` on it", "not_found")
+        return service.drift.report()
 
     @app.get("/healthz", tags=["operations"])
     async def healthz():
@@ -321,7 +389,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         """Prometheus metrics."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-        service.metrics.queue_depth.set(service.batcher.depth)
+        service.refresh_gauges()
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

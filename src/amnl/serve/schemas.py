@@ -78,6 +78,19 @@ class PredictIn(BaseModel):
     assets: list[AssetHistory] = Field(min_length=1, max_length=10_000)
 
 
+class FailureIn(BaseModel):
+    """When an asset failed (or was removed from service)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"cycle": 212}]})
+    cycle: int = Field(ge=1, description="The cycle of the failure: its last cycle, or later.")
+
+
+class AckIn(BaseModel):
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [{"note": "borescope booked"}]})
+    note: str | None = Field(None, max_length=1000)
+
+
 class AssetAck(BaseModel):
     asset_id: str
     accepted: int = Field(description="New cycles stored.")
@@ -98,6 +111,9 @@ class PredictionOut(BaseModel):
     asset_id: str
     cycle: int = Field(description="The cycle the prediction is made at.")
     rul: float = Field(description="Remaining useful life, cycles.")
+    rul_lower: float | None = Field(description="Calibrated lower bound (the model's stated "
+                                                "coverage; null without a calibration).")
+    rul_upper: float | None
     health: Literal["healthy", "degrading", "critical"]
     probabilities: Probabilities  # type: ignore[valid-type]
     model_id: str
@@ -113,6 +129,7 @@ class AssetOut(BaseModel):
                                      "predicted.")
     created_at: str
     updated_at: str
+    failure_cycle: int | None = None
     prediction: PredictionOut | None
 
 
@@ -127,6 +144,8 @@ class StatelessPrediction(BaseModel):
     asset_id: str
     cycle: int
     rul: float
+    rul_lower: float | None
+    rul_upper: float | None
     health: str
     probabilities: Probabilities  # type: ignore[valid-type]
     warnings: list[str]

@@ -34,7 +34,7 @@ from amnl.rundir import (
     resolve_source,
 )
 from amnl.serve.alerting import AlertBook
-from amnl.serve.alerts import AssetAlerts, load_rules
+from amnl.serve.alerts import SEVERITIES, AssetAlerts, load_rules
 from amnl.serve.batcher import Batch, DynamicBatcher, Job
 from amnl.serve.db import create_db_engine, get_meta, migrate, now, redact, set_meta
 from amnl.serve.errors import ApiError
@@ -315,6 +315,20 @@ class FleetService:
                 "all_cycles": score(rows) if rows else None,
                 "last_cycle": score([items[-1] for items in by_asset.values()]) if rows else None,
                 "assets": assets}
+
+    def refresh_gauges(self) -> None:
+        """Gauges read at scrape time: queue depth, open alerts, drift."""
+        self.metrics.queue_depth.set(self.batcher.depth)
+        open_alerts = self.store.open_alerts_by_severity()
+        for severity in SEVERITIES:
+            self.metrics.alerts_open.labels(severity).set(open_alerts.get(severity, 0))
+        if self.drift is not None:
+            psi = self.drift.psi()
+            for c in range(psi.shape[0]):
+                for j, name in enumerate(self.drift.ref.features):
+                    if not np.isnan(psi[c, j]):
+                        self.metrics.drift_psi.labels(str(c), name).set(psi[c, j])
+            self.metrics.unknown_share.set(self.drift.report()["unknown_condition_share"])
 
     def wait_predicted(self, timeout: float = 60.0) -> bool:
         """Block until every acknowledged reading has its prediction stored (tests, demos)."""
