@@ -58,8 +58,8 @@ def evaluate(
     threads: Threads = 0,
 ) -> None:
     """Score a model on the official test set (last-window protocol, truth capped at the RUL cap)."""
-    from amnl.data.cmapss import check_subset_name, load_subset
-    from amnl.data.paths import resolve_data_dir
+    from amnl.data.cmapss import check_subset_name, load_subset, subset_files
+    from amnl.data.paths import SAMPLE_SUBSETS, resolve_data_dir, sample_dir
     from amnl.evaluate.evaluate import evaluate_test
     from amnl.evaluate.report import write_report
 
@@ -73,7 +73,13 @@ def evaluate(
     if name != trained_on:
         typer.echo(f"warning: the model was trained on {trained_on}; scoring it on {name} as "
                    "asked (--dataset)", err=True)
-    subset = run(load_subset, resolve_data_dir(data_dir), name, train=False)
+    folder = resolve_data_dir(data_dir)
+    if data_dir is None and not subset_files(folder, name)["test"].exists() \
+            and name in SAMPLE_SUBSETS:
+        typer.echo(f"no C-MAPSS data in {folder}: using the {name} test set shipped with amnl "
+                   "(`amnl data download` fetches all four subsets)", err=True)
+        folder = sample_dir()
+    subset = run(load_subset, folder, name, train=False)
     if all_windows:
         typer.echo(f"scoring every window of {name}'s {len(subset.test.units)} test engines "
                    f"({len(subset.test):,} cycles); this takes a while", err=True)

@@ -45,11 +45,24 @@ def serve(
         help="SQLite: process (an acknowledged write survives a killed process) or power "
              "(also a power loss: an fsync per commit).")] = "process",
     max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4_000_000,
+    alert_rules: Annotated[Path | None, typer.Option(
+        help="JSON list of alert rules (default: RUL lower bound < 30 for 3 cycles, critical; "
+             "P(critical) > 0.5 for 3 cycles, major).", show_default=False)] = None,
+    webhook: Annotated[list[str] | None, typer.Option(
+        help="URL that receives every alert transition (repeatable).", show_default=False)] = None,
+    webhook_secret: Annotated[str | None, typer.Option(
+        envvar="AMNL_WEBHOOK_SECRET", show_envvar=True,
+        help="HMAC-SHA256 key of the webhooks' X-Amnl-Signature header.")] = None,
+    demo: Annotated[bool, typer.Option(
+        help="Replay FD001's test engines (shipped with amnl) into the service: a live fleet "
+             "with alerts, no data needed.")] = False,
+    demo_speed: Annotated[float, typer.Option(help="Cycles a second of --demo.")] = 10.0,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a fleet: readings in over HTTP, RUL and health per asset, kept in a database.
 
-    OpenAPI documentation at http://HOST:PORT/docs; Prometheus metrics at /metrics.
+    The dashboard is at http://HOST:PORT/, the OpenAPI documentation at /docs, Prometheus
+    metrics at /metrics.
     """
     for module in ("fastapi", "uvicorn", "sqlalchemy", "prometheus_client"):
         try:
@@ -67,14 +80,17 @@ def serve(
     settings = run(ServeSettings, model=model, inference=inference, db=db, host=host,
                    port=port, api_token=api_token, max_batch=max_batch,
                    max_wait_ms=max_wait_ms, batching=batching, max_backlog=max_backlog,
-                   durability=durability, max_body_bytes=max_body_bytes)
+                   durability=durability, max_body_bytes=max_body_bytes,
+                   alert_rules=str(alert_rules) if alert_rules else None,
+                   webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
+                   demo_speed=demo_speed)
     app = create_app(settings)
     # the model and database are opened by the app's lifespan: load them now, so that a bad
     # --model or --db is one line and exit 2 rather than a traceback inside uvicorn
     run(app.state.service.start)
     typer.echo(f"amnl serve: model {app.state.service.predictor.model_id} on "
-               f"http://{host}:{port} (docs at /docs), database {Path(db) if '://' not in db else 'URL'}",
-               err=True)
+               f"http://{host}:{port}/ (API docs at /docs), database "
+               f"{Path(db) if '://' not in db else 'URL'}", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 

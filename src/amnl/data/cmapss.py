@@ -117,6 +117,15 @@ PARSE_BLOCK_LINES = 4096
 
 
 def _read_bytes(path: Path) -> bytes:
+    """A file's bytes; ``NAME.gz`` stands in for a missing ``NAME`` (the shipped sample)."""
+    gz = path.with_name(path.name + ".gz")
+    if not path.exists() and gz.is_file():
+        import gzip
+
+        try:
+            return gzip.decompress(gz.read_bytes())
+        except (OSError, EOFError) as exc:
+            raise DataError(f"not a readable gzip file ({exc})", path=str(gz)) from None
     try:
         return path.read_bytes()
     except FileNotFoundError:

@@ -15,6 +15,18 @@ ENV_VAR = "AMNL_DATA_DIR"
 CACHE_SUBDIR = "CMAPSS"
 
 
+#: The package folder holding FD001's test set (gzip), for evaluation and demos without data.
+SAMPLE_PACKAGE = "amnl.data"
+SAMPLE_SUBSETS = ("FD001",)
+
+
+def sample_dir() -> Path:
+    """The folder of the C-MAPSS files shipped inside amnl (FD001's test and RUL files)."""
+    from importlib import resources
+
+    return Path(str(resources.files(SAMPLE_PACKAGE))) / "sample"
+
+
 def default_cache_dir() -> Path:
     """The per-user cache folder for downloaded data (``$XDG_CACHE_HOME/amnl/CMAPSS``)."""
     return cache_dir(CACHE_SUBDIR)

@@ -366,6 +366,10 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                            "`amnl calibrate` on it", "not_found")
         return service.drift.report()
 
+    from amnl.serve import dashboard
+
+    dashboard.register(app, service, asset_out, alert_out)
+
     @app.get("/healthz", tags=["operations"])
     async def healthz():
         """Alive."""

@@ -177,6 +177,12 @@ class FleetService:
         if self.webhooks:
             self.webhooks.start()
         self.started_at = time.time()
+        self.demo = None
+        if s.demo:
+            from amnl.serve.demo import Demo
+
+            self.demo = Demo(self, s.demo_speed)
+            self.demo.start()
         logger.info("serving model %s (%s %s, batches of up to %d) with %d assets from %s",
                     p.model_id, p.inference.runtime, p.inference.precision, self.max_batch,
                     len(entries), redact(s.url))
@@ -184,6 +190,8 @@ class FleetService:
     def stop(self) -> None:
         if self.started_at is None:
             return
+        if self.demo is not None:
+            self.demo.stop()
         self.batcher.stop()
         self.writer.wait_idle(10)
         self.writer.stop()
@@ -236,7 +244,7 @@ class FleetService:
             windows = windows_from_rows(have, rows, cycles, w, self.online.n_features)
             jobs.extend(Job(a, entry.incarnation, c, windows[c]) for c in cycles)
         if jobs:
-            logger.info("catching up %d predictions of %d assets", len(jobs), len(by_asset))
+            logger.debug("catching up %d predictions of %d assets", len(jobs), len(by_asset))
         return jobs
 
     # -- what the API calls ---------------------------------------------------------------------

@@ -66,6 +66,8 @@ class ServeSettings:
         webhooks: URLs that receive every alert transition.
         webhook_secret: the HMAC-SHA256 key of their signature (required with webhooks;
             default ``$AMNL_WEBHOOK_SECRET``).
+        demo: replay FD001's shipped test engines into the service (:mod:`amnl.serve.demo`).
+        demo_speed: cycles a second of the demo.
     """
 
     model: str | None = None
@@ -83,6 +85,8 @@ class ServeSettings:
     alert_rules: str | None = None
     webhooks: list[str] = field(default_factory=list)
     webhook_secret: str | None = None
+    demo: bool = False
+    demo_speed: float = 10.0
 
     def __post_init__(self) -> None:
         if self.api_token is None:
@@ -108,6 +112,8 @@ class ServeSettings:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.demo_speed <= 0:
+            raise ConfigError(f"demo_speed must be > 0, got {self.demo_speed}")
         if not 0 < self.port < 65536:
             raise ConfigError(f"port must be 1-65535, got {self.port}")
 

@@ -211,19 +211,32 @@ class Store:
                                 .order_by(readings.c.cycle)).all()
         return np.array([r[0] for r in rows], np.int64), [bytes(r[1]) for r in rows]
 
-    def fleet(self, *, health: str | None, limit: int, offset: int) -> tuple[int, list[dict]]:
-        """Assets sorted by predicted RUL (unpredicted last), optionally of one health state."""
+    def fleet(self, *, health: str | None, limit: int, offset: int, search: str | None = None,
+              by_lower_bound: bool = False) -> tuple[int, list[dict]]:
+        """Assets sorted by predicted RUL, or by its lower bound (unpredicted last), optionally
+        of one health state and with ``search`` in their id."""
         where = [] if health is None else [assets.c.health == health]
-        cols = [c for c in assets.c if c.name != "state"]
+        if search:
+            where.append(assets.c.asset_id.contains(search, autoescape=True))
+        key = func.coalesce(assets.c.rul_lower, assets.c.rul) if by_lower_bound else assets.c.rul
+        cols = [c for c in assets.c if c.name not in ("state", "alert_state")]
         q = (select(*cols).where(*where)
-             .order_by(assets.c.rul.is_(None), assets.c.rul, assets.c.asset_id)
+             .order_by(assets.c.rul.is_(None), key, assets.c.asset_id)
              .limit(limit).offset(offset))
         with self.engine.connect() as conn:
             total = conn.execute(select(func.count()).select_from(assets).where(*where)).scalar_one()
             return int(total), [dict(r._mapping) for r in conn.execute(q)]
 
+    def latest_readings(self, asset_id: str, n: int) -> list[dict]:
+        """The asset's last ``n`` readings as received (newest first)."""
+        cols = [readings.c.cycle, *(readings.c[c] for c in READING_COLUMNS)]
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(
+                select(*cols).where(readings.c.asset_id == asset_id)
+                .order_by(readings.c.cycle.desc()).limit(n)).mappings()]
+
     def asset(self, asset_id: str) -> dict | None:
-        cols = [c for c in assets.c if c.name != "state"]
+        cols = [c for c in assets.c if c.name not in ("state", "alert_state")]
         with self.engine.connect() as conn:
             row = conn.execute(select(*cols).where(assets.c.asset_id == asset_id)).first()
         return None if row is None else dict(row._mapping)
