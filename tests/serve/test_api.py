@@ -123,7 +123,7 @@ def test_reads_fleet_asset_history_csv_delete_and_stateless_predict(live_server,
                                                           "to_cycle": 7})
         assert csv.headers["content-type"].startswith("text/csv")
         lines = csv.text.strip().splitlines()
-        assert lines[0].startswith("asset_id,cycle,rul,health") and len(lines) == 4
+        assert lines[0].startswith("asset_id,cycle,rul,rul_lower,rul_upper,health") and len(lines) == 4
 
         # stateless: the same history gives the stored prediction at its last cycle
         body = {"assets": [{"asset_id": "e1", "readings": [reading(r) for r in engine_rows[1]]}]}

@@ -68,15 +68,16 @@ class Predictions:
 
     def records(self) -> list[dict]:
         warnings = self.warnings or [[] for _ in self.unit]
-        out = [{"unit": int(u), "rul": round(float(r), 3), "health": h,
-                **{f"p_{c}": round(float(p), 5) for c, p in zip(HEALTH_CLASSES, probs)},
-                "warnings": w}
-               for u, r, h, probs, w in zip(self.unit, self.rul, self.health,
-                                            self.probabilities, warnings)]
-        if self.rul_lower is not None:
-            for rec, lo, hi in zip(out, self.rul_lower, self.rul_upper):
-                rec.update(rul_lower=round(float(lo), 3), rul_upper=round(float(hi), 3),
-                           coverage=self.coverage)
+        out = []
+        for i, (u, r, h, probs, w) in enumerate(zip(self.unit, self.rul, self.health,
+                                                    self.probabilities, warnings)):
+            rec = {"unit": int(u), "rul": round(float(r), 3)}
+            if self.rul_lower is not None:  # the calibrated interval, beside the RUL
+                rec.update(rul_lower=round(float(self.rul_lower[i]), 3),
+                           rul_upper=round(float(self.rul_upper[i]), 3), coverage=self.coverage)
+            rec.update(health=h, **{f"p_{c}": round(float(p), 5)
+                                    for c, p in zip(HEALTH_CLASSES, probs)}, warnings=w)
+            out.append(rec)
         return out
 
 

@@ -49,8 +49,8 @@ def rul_chart(preds: list[dict], failure: int | None, cap: float) -> str:
         return _scale(values, 0, cap, HEIGHT - 25, 10)
 
     ys = y([p["rul"] for p in preds])
-    parts = [f'<svg id="rul-chart" viewBox="0 0 {WIDTH} {HEIGHT}" style="width:100%;height:auto" '
-             'role="img" aria-label="RUL over cycles">']
+    parts = [(f'<svg id="rul-chart" viewBox="0 0 {WIDTH} {HEIGHT}" style="width:100%;height:auto" '
+              'role="img" aria-label="RUL over cycles">')]
     for v in (0, 30, 80, cap):
         (yy,) = y([v])
         parts.append(f'<line x1="{PAD}" x2="{WIDTH - 10}" y1="{yy:.1f}" y2="{yy:.1f}" '
@@ -81,8 +81,8 @@ def health_chart(preds: list[dict]) -> str:
     cycles = [p["cycle"] for p in preds]
     xs = _scale(cycles, min(cycles), max(cycles), PAD, WIDTH - 10)
     h = 140
-    parts = [f'<svg id="health-chart" viewBox="0 0 {WIDTH} {h}" style="width:100%;height:auto" '
-             'role="img" aria-label="health probabilities">']
+    parts = [(f'<svg id="health-chart" viewBox="0 0 {WIDTH} {h}" style="width:100%;height:auto" '
+              'role="img" aria-label="health probabilities">')]
     for name in HEALTH_CLASSES:
         ys = _scale([p[f"p_{name}"] for p in preds], 0, 1, h - 15, 8)
         parts.append(f'<polyline class="p-{name}" fill="none" stroke="{HEALTH_COLOURS[name]}" '
@@ -135,7 +135,7 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
 
     @app.get("/ui/fleet.csv", include_in_schema=False)
     def fleet_csv(request: Request):
-        q, health, _, _, items = fleet_view(request, limit=100_000)
+        *_, items = fleet_view(request, limit=100_000)
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["asset_id", "cycle", "rul", "rul_lower", "rul_upper", "health",
