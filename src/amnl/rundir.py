@@ -9,7 +9,12 @@ A finished run directory (``amnl train --out DIR``) holds exactly:
 ``model.safetensors``  weights of the validation-selected EMA model
 ``metrics.jsonl``      one JSON line per epoch (losses, validation metrics, LR, seconds)
 ``metrics.json``       the final summary (best epoch, validation metrics, timings)
+``calibration.json``   the RUL intervals' offsets (:mod:`amnl.inference.intervals`)
+``drift.json``         the training inputs' distribution (:mod:`amnl.inference.drift`)
 =====================  ===================================================================
+
+The last two are written by ``amnl calibrate`` (and at the end of training) from held-out
+engines; bundled models and exported folders carry them too.
 
 An interrupted run also holds ``checkpoint.pt`` (resume with ``--resume``); a distilled run
 (``train.distill`` > 0) also holds ``teacher_targets.npz``, its copy of the teachers' targets.
@@ -56,8 +61,11 @@ ONNX_FILES = {"fp32": "model.onnx", "int8": "model_int8.onnx"}
 PREPROCESS_FILES = (CONFIG_FILE, PREPROCESS_STATE_FILE, PREPROCESS_META_FILE)
 #: What inference with torch needs (bundled models ship only these).
 INFERENCE_FILES = (*PREPROCESS_FILES, WEIGHTS_FILE)
+#: The RUL interval calibration and the drift reference (optional for inference).
+CALIBRATION_FILE = "calibration.json"
+DRIFT_FILE = "drift.json"
 #: Every file of a finished run.
-RUN_FILES = (*INFERENCE_FILES, METRICS_LOG, SUMMARY_FILE)
+RUN_FILES = (*INFERENCE_FILES, METRICS_LOG, SUMMARY_FILE, CALIBRATION_FILE, DRIFT_FILE)
 
 #: Where bundled models live inside the package (one run directory per subset, FP16 weights).
 BUNDLED_PACKAGE = "amnl.weights"

@@ -24,7 +24,7 @@ from amnl.inference.onnx_runtime import ONNX_PRECISIONS, OnnxRuntime
 from amnl.inference.predictor import Predictor
 from amnl.inference.runtime import TorchRuntime
 from amnl.model.factory import MODEL_SIZES, create_model
-from amnl.rundir import ONNX_FILES, load_run
+from amnl.rundir import CALIBRATION_FILE, DRIFT_FILE, ONNX_FILES, load_run
 from amnl.train.run import train_run
 
 runner = CliRunner()
@@ -104,7 +104,8 @@ def test_metadata_and_preprocessing_make_the_folder_self_contained(tiny_run, exp
     assert meta[ox.META_PRECISION] == "int8" and int(meta[ox.META_WINDOW]) == cfg.data.window
     assert json.loads(meta["amnl.features"])[0] == "s_2"
     folder = exported["int8"].parent
-    assert {p.name for p in folder.iterdir()} == {*ox.PREPROCESS_FILES, ONNX_FILES["fp32"], ONNX_FILES["int8"]}
+    assert {p.name for p in folder.iterdir()} == {*ox.PREPROCESS_FILES, ONNX_FILES["fp32"],
+                                                  ONNX_FILES["int8"], CALIBRATION_FILE, DRIFT_FILE}
     # the exported folder is enough for inference, and does not need torch
     code = ("import sys; from amnl.inference.onnx_runtime import load_exported; "
             f"c, p, e = load_exported({str(folder)!r}, precision='int8'); "

@@ -352,8 +352,7 @@ def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bo
 def copy_calibration(src: Path, dst: Path) -> None:
     """The source's RUL interval calibration and drift reference, where it has them, beside
     an export."""
-    from amnl.inference.drift import DRIFT_FILE
-    from amnl.inference.intervals import CALIBRATION_FILE
+    from amnl.rundir import CALIBRATION_FILE, DRIFT_FILE
 
     for name in (CALIBRATION_FILE, DRIFT_FILE):
         source, target = src / name, dst / name

@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from amnl.errors import ModelError
+from amnl.rundir import DRIFT_FILE
 
-#: The file beside the model.
-DRIFT_FILE = "drift.json"
 #: Recent readings per condition the PSI is computed over.
 WINDOW = 2000
 #: PSI is reported once a condition has this many recent readings.

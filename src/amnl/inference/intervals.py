@@ -34,9 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from amnl.errors import ConfigError, ModelError
+from amnl.rundir import CALIBRATION_FILE
 
-#: The file in a run directory or exported folder.
-CALIBRATION_FILE = "calibration.json"
 #: Default coverage of an interval.
 DEFAULT_COVERAGE = 0.8
 #: Band edges in predicted RUL: every 20 cycles up to the cap.

@@ -173,7 +173,22 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, r
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    if not result.interrupted and (out / WEIGHTS_FILE).is_file():
+        _calibrate(out, data_dir)
     return summary
+
+
+def _calibrate(out: Path, data_dir) -> None:
+    """The finished run's RUL intervals and drift reference (held-out engines only)."""
+    from amnl.evaluate.calibrate import calibrate, drift_reference
+    from amnl.inference.predictor import Predictor
+
+    predictor = Predictor.load(out)
+    try:
+        calibrate(predictor, data_dir).save(out)
+    except ConfigError as exc:  # too few held-out windows (a tiny test run)
+        logger.warning("no RUL intervals for %s: %s", out, exc)
+    drift_reference(predictor, data_dir).save(out)
 
 
 def _pool(table, units, extra: tuple[str, ...], data_dir, pre: Preprocessor):
