@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from amnl.config import DataConfig
-from amnl.data.cmapss import COLUMNS, load_subset
-from amnl.data.cmapss import EngineTable
+from amnl.data.cmapss import COLUMNS, EngineTable, load_subset
 from amnl.data.synthetic import make_fleet
 from amnl.errors import DataError
 from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
