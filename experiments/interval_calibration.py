@@ -2,7 +2,8 @@
 
     python experiments/interval_calibration.py --data-dir ../shared/data/CMAPSS
 
-For each bundled model, residuals on three held-out sets, all unseen in training:
+For each bundled model and each band choice (:data:`EDGES`), residuals on three held-out
+sets, all unseen in training:
 ``own`` (its validation engines: also the ones its run and checkpoint were selected on),
 ``sibling`` (the validation engines of the subset it pooled for training, FD001<->FD003 and
 FD002<->FD004: neither trained on nor selected on) and ``both``. Prints each set's RMSE and the
@@ -27,9 +28,10 @@ from amnl.evaluate.metrics import rmse
 from amnl.inference.intervals import RulIntervals, coverage_and_width
 from amnl.inference.predictor import Predictor
 
-#: The bands of the first calibration (the health thresholds); `amnl calibrate` now uses 20
-#: cycles (amnl.inference.intervals.DEFAULT_BAND_EDGES) and the "both" set.
-EDGES = (30.0, 80.0)
+#: Every band choice tried: the first calibration's (the health thresholds), 10 and 20 cycles
+#: (`amnl calibrate` uses 20, amnl.inference.intervals.DEFAULT_BAND_EDGES, and the "both" set).
+EDGES = {"health-thresholds": (30.0, 80.0), "10-cycles": tuple(range(10, 125, 10)),
+         "20-cycles": tuple(range(20, 125, 20))}
 
 
 def held_out(p: Predictor, data_dir: Path, name: str):
@@ -54,14 +56,16 @@ def main() -> None:
         test = load_subset(args.data_dir, name, train=False)
         rep = evaluate_test(p, p.preprocessor, test)
         out[name] = {}
-        for k, (pred, true) in sets.items():
-            iv = RulIntervals.fit(pred, true, rul_cap=p.config.data.rul_cap, edges=EDGES)
-            lo, hi = iv.bounds(rep.pred_rul)
-            out[name][k] = {"held_out_rmse": rmse(pred, true), "windows": len(pred),
-                            **coverage_and_width(lo, hi, rep.true_rul)}
-            r = out[name][k]
-            print(f"{name} {k:8s} held-out RMSE {r['held_out_rmse']:5.2f} ({r['windows']} windows)"
-                  f"  test coverage {r['interval_coverage']:.1%}  width {r['interval_width']:.1f}")
+        for bands, edges in EDGES.items():
+            for k, (pred, true) in sets.items():
+                iv = RulIntervals.fit(pred, true, rul_cap=p.config.data.rul_cap, edges=edges)
+                lo, hi = iv.bounds(rep.pred_rul)
+                r = out[name][f"{bands}/{k}"] = {
+                    "held_out_rmse": rmse(pred, true), "windows": len(pred),
+                    **coverage_and_width(lo, hi, rep.true_rul)}
+                print(f"{name} {bands:17s} {k:8s} held-out RMSE {r['held_out_rmse']:5.2f} "
+                      f"({r['windows']} windows)  test coverage {r['interval_coverage']:.1%}  "
+                      f"width {r['interval_width']:.1f}")
     args.out.write_text(json.dumps(out, indent=2) + "\n")
 
 

@@ -7,7 +7,6 @@ one of the previous cycle (after a catch-up) waits in a buffer until the gap is 
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 
@@ -57,19 +56,20 @@ class AlertBook:
             by_asset.setdefault(r["asset_id"], {})[int(r["cycle"])] = r
         states, buffers, events, updates = {}, {}, 0, []
         for a, new in by_asset.items():
-            state = copy.deepcopy(self.states.get(a)) or AssetAlerts(first_cycles[a] - 1)
+            have = self.states.get(a)
+            state = have.copy() if have is not None else AssetAlerts(first_cycles[a] - 1)
             buf = {**self.buffers.get(a, {}), **new}
             while state.cycle + 1 in buf:
                 for t in evaluate(self.rules, state, a, buf.pop(state.cycle + 1)):
                     self._transition(conn, state, t, stamp)
                     events += 1
             states[a], buffers[a] = state, buf
-            updates.append({"b_asset": a, "alert_state": state.to_json()})
+            updates.append((state.to_json(), a))
         if updates:
-            from sqlalchemy import bindparam
-
-            conn.execute(update(assets).where(assets.c.asset_id == bindparam("b_asset"))
-                         .values(alert_state=bindparam("alert_state")), updates)
+            q = conn.dialect.identifier_preparer.quote
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            conn.exec_driver_sql(f"UPDATE {q(assets.name)} SET {q('alert_state')} = {mark} "
+                                 f"WHERE {q('asset_id')} = {mark}", updates)
         return Staged(states, buffers, events)
 
     def apply(self, staged: Staged) -> None:

@@ -127,6 +127,10 @@ class AssetAlerts:
     cycle: int = 0
     streaks: dict[str, Streak] = field(default_factory=dict)
 
+    def copy(self) -> AssetAlerts:
+        return AssetAlerts(self.cycle, {k: Streak(v.held, v.released, v.open_id)
+                                        for k, v in self.streaks.items()})
+
     def to_json(self) -> str:
         return json.dumps({"cycle": self.cycle,
                            "streaks": {k: asdict(v) for k, v in self.streaks.items()}})

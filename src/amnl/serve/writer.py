@@ -221,9 +221,10 @@ class Writer:
             return
         self.entries.update(changed)
         self.alerts.apply(staged)
-        if self.drift is not None:
-            for settings, cond, z in seen:
-                self.metrics.unknown_conditions.inc(self.drift.observe(settings, cond, z))
+        if self.drift is not None and seen:  # one pass for the whole group
+            self.metrics.unknown_conditions.inc(self.drift.observe(
+                np.concatenate([s for s, _, _ in seen]), np.concatenate([c for _, c, _ in seen]),
+                np.concatenate([z for _, _, z in seen])))
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
         acked = time.monotonic()
         for job in jobs:
