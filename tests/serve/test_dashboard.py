@@ -103,6 +103,7 @@ def test_pages_load_draw_the_asset_and_acknowledge_an_alert(browser, live_server
     assert browser.find_element(By.CSS_SELECTOR, "#rul-chart polygon.band")
     assert browser.find_element(By.CSS_SELECTOR, "#rul-chart polyline.truth")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#inputs tbody tr")) == 10
+    assert "RMSE" in browser.find_element(By.ID, "asset-accuracy").text  # its failure is known
 
     visit(browser, server.url + "/ui/alerts", "alerts")
     form = browser.find_element(By.CSS_SELECTOR, "form.ack")

@@ -164,7 +164,8 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
             **common("asset", asset_id), "asset": asset_out(row),
             "rul_chart": rul_chart(preds, row.get("failure_cycle"), cap),
             "health_chart": health_chart(preds), "inputs": inputs, "input_columns": columns,
-            "alerts": [alert_out(a) for a in alerts], "coverage": iv.coverage if iv else None})
+            "alerts": [alert_out(a) for a in alerts], "coverage": iv.coverage if iv else None,
+            "accuracy": service.accuracy(asset_id)["assets"].get(asset_id)})
 
     @app.get("/ui/alerts", response_class=HTMLResponse, include_in_schema=False)
     def alerts_page(request: Request):

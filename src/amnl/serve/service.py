@@ -294,12 +294,13 @@ class FleetService:
 
         return await asyncio.wrap_future(self.writer.control(run))
 
-    def accuracy(self) -> dict:
+    def accuracy(self, asset_id: str | None = None) -> dict:
         """RMSE, NASA score and interval coverage of the predictions whose truth is known
-        (assets with a recorded failure), over every cycle and at each asset's last one."""
+        (assets with a recorded failure, or just ``asset_id``), over every cycle and at each
+        asset's last one."""
         from amnl.evaluate.metrics import nasa_score, rmse
 
-        rows = self.store.failed_predictions()
+        rows = self.store.failed_predictions(asset_id)
         cap = self.predictor.config.data.rul_cap
         by_asset: dict[str, list[dict]] = {}
         for r in rows:

@@ -168,12 +168,13 @@ class Store:
                                 .group_by(alerts.c.severity)).all()
         return {s: int(n) for s, n in rows}
 
-    def failed_predictions(self) -> list[dict]:
-        """Predictions of the assets whose failure cycle is known, with it."""
+    def failed_predictions(self, asset_id: str | None = None) -> list[dict]:
+        """Predictions of the assets whose failure cycle is known (or of one), with it."""
+        where = [] if asset_id is None else [assets.c.asset_id == asset_id]
         q = (select(predictions.c.asset_id, predictions.c.cycle, predictions.c.rul,
                     predictions.c.rul_lower, predictions.c.rul_upper, assets.c.failure_cycle)
              .join(assets, assets.c.asset_id == predictions.c.asset_id)
-             .where(assets.c.failure_cycle.is_not(None))
+             .where(assets.c.failure_cycle.is_not(None), *where)
              .order_by(predictions.c.asset_id, predictions.c.cycle))
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(q).mappings()]
