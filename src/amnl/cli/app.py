@@ -13,6 +13,7 @@ One module per verb group, each with a ``register(app)``:
 :mod:`.bench`          ``amnl bench``
 :mod:`.profile`        ``amnl profile``, ``amnl plan``
 :mod:`.serve`          ``amnl serve``
+:mod:`.score`          ``amnl score``
 =====================  ===================================================
 
 Shared options (the model source, the data folder, the inference settings) are declared once
@@ -25,7 +26,7 @@ from typing import Annotated
 
 import typer
 
-from amnl.cli import bench, evaluate, export, info, profile, serve, train
+from amnl.cli import bench, evaluate, export, info, profile, score, serve, train
 from amnl.cli.data import data_app
 
 app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
@@ -46,7 +47,7 @@ def _main(version: Annotated[bool, typer.Option(
         "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
           ) -> None:
     """Remaining useful life and health state for machine fleets (AMNL, C-MAPSS)."""
-for module in (info, train, evaluate, export, bench, profile, serve):
+for module in (info, train, evaluate, export, bench, profile, serve, score):
     module.register(app)
 
 

@@ -1,0 +1,100 @@
+"""A fleet's histories in pieces of whole assets: Parquet (file or folder), CSV or C-MAPSS text.
+
+Each piece is an :class:`~amnl.data.cmapss.EngineTable` (assets numbered 1..n within it) and
+the assets' names. Memory is bounded by the piece (``chunk_rows``, or the longest asset), not by
+the input; a Parquet input must hold each asset's rows together and in cycle order (as a
+partitioned export by asset does); an asset that reappears later is refused with its name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from amnl.data.cmapss import COLUMNS, EngineTable, iter_histories, validate_units
+from amnl.errors import DataError
+from amnl.extras import require
+
+#: Rows per piece (about 26 x 8 bytes each: 13 MB).
+CHUNK_ROWS = 65536
+#: Column names an asset id may have.
+ASSET_COLUMNS = ("asset", "asset_id", "unit")
+
+Piece = tuple[EngineTable, list[str]]
+
+
+def iter_fleet(path: str | os.PathLike, required: list[str], *,
+               chunk_rows: int = CHUNK_ROWS) -> Iterator[Piece]:
+    """Pieces of whole assets of ``path`` (see the module docstring).
+
+    Raises:
+        DataError: an unreadable input, a missing required column, assets out of order.
+    """
+    p = Path(path)
+    if p.is_dir() or p.suffix in (".parquet", ".pq"):
+        yield from _iter_parquet(p, required, chunk_rows)
+        return
+    for table in iter_histories(p, required, chunk_lines=chunk_rows):
+        names = [str(int(u)) for u in table.units]
+        values = table.values.copy()
+        values[:, 0] = np.repeat(np.arange(1, len(names) + 1), table.lengths)
+        yield EngineTable(table.path, values), names
+
+
+def _iter_parquet(p: Path, required: list[str], chunk_rows: int) -> Iterator[Piece]:
+    ds = require("pyarrow.dataset", "Parquet input")
+    try:
+        dataset = ds.dataset(str(p), format="parquet")
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise DataError(f"not a readable Parquet file or folder ({exc})", path=str(p)) from None
+    names = dataset.schema.names
+    asset_col = next((c for c in ASSET_COLUMNS if c in names), None)
+    if asset_col is None:
+        raise DataError(f"no asset column (one of {', '.join(ASSET_COLUMNS)})", path=str(p))
+    missing = [c for c in ("cycle", *required) if c not in names]
+    if missing:
+        raise DataError(f"missing column(s) {', '.join(missing)}", path=str(p))
+    present = [c for c in COLUMNS[2:] if c in names]
+    seen: set[str] = set()
+    buffer: list[tuple[np.ndarray, np.ndarray]] = []  # (asset names, values rows)
+    rows = 0
+    for batch in dataset.to_batches(columns=[asset_col, "cycle", *present],
+                                    batch_size=chunk_rows):
+        assets = np.asarray(batch.column(0).to_pylist(), dtype=object).astype(str)
+        values = np.full((batch.num_rows, len(COLUMNS)), np.nan)
+        values[:, 1] = batch.column(1).to_numpy(zero_copy_only=False)
+        for j, c in enumerate(present):
+            values[:, COLUMNS.index(c)] = batch.column(j + 2).to_numpy(zero_copy_only=False)
+        buffer.append((assets, values))
+        rows += len(assets)
+        if rows >= chunk_rows:
+            all_assets = np.concatenate([a for a, _ in buffer])
+            all_values = np.concatenate([v for _, v in buffer])
+            last = all_assets[-1]  # it may continue in the next batch: keep it
+            cut = int(np.flatnonzero(all_assets != last)[-1]) + 1 if (all_assets != last).any() else 0
+            if cut:
+                yield _piece(p, all_assets[:cut], all_values[:cut], seen)
+            buffer = [(all_assets[cut:], all_values[cut:])]
+            rows = len(all_assets) - cut
+    if rows:
+        yield _piece(p, np.concatenate([a for a, _ in buffer]),
+                     np.concatenate([v for _, v in buffer]), seen)
+
+
+def _piece(p: Path, assets: np.ndarray, values: np.ndarray, seen: set[str]) -> Piece:
+    starts = np.flatnonzero(np.r_[True, assets[1:] != assets[:-1]])
+    names = [str(a) for a in assets[starts]]
+    again = [a for a in names if a in seen] or ([names[i] for i in range(1, len(names))
+                                                 if names[i] in names[:i]])
+    if again:
+        raise DataError(f"asset {again[0]} appears again after other assets: each asset's rows "
+                        "must be together and in cycle order (sort by asset and cycle, or use "
+                        "--on ray, which groups them)", path=str(p))
+    seen.update(names)
+    lengths = np.diff(np.r_[starts, len(assets)])
+    values[:, 0] = np.repeat(np.arange(1, len(names) + 1), lengths)
+    validate_units(values, str(p), cycles_start_at_one=False)
+    return EngineTable(str(p), values), names

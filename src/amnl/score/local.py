@@ -1,0 +1,64 @@
+"""Scoring in one process: a piece of whole assets at a time, windows in planner-sized batches.
+
+Memory is bounded by a piece (:data:`amnl.score.histories.CHUNK_ROWS` rows, or the longest
+asset) plus one batch of windows (:data:`WINDOW_BATCH`, about 14 MB for a 30 x 29 window),
+whatever the input's size: the windows of a piece are never all materialised, they are
+gathered from its model-ready rows a batch at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from amnl.errors import DataError
+from amnl.features.labels import HEALTH_CLASSES
+from amnl.score.histories import Piece
+
+#: Windows gathered and predicted at once.
+WINDOW_BATCH = 4096
+CYCLES = ("all", "last")
+
+
+def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict[str, np.ndarray]:
+    """Predictions of one piece: a column dict (asset, cycle, rul, bounds, health, p_*,
+    model_id), one row per scored cycle, in input order.
+
+    Args:
+        cycles: ``all`` (every cycle, as the service predicts them one by one) or ``last``
+            (each asset's last cycle, as ``amnl predict``).
+    """
+    if cycles not in CYCLES:
+        raise DataError(f"--cycles must be all or last, got {cycles!r}")
+    table, names = piece
+    pre = predictor.preprocessor
+    cond, scaled = pre.scale(table)
+    w = pre.windows(table, last_only=cycles == "last", first_end=0 if cycles == "all" else None,
+                    scaled=scaled)
+    rul = np.empty(len(w), np.float32)
+    prob = np.empty((len(w), len(HEALTH_CLASSES)), np.float32)
+    for b in range(0, len(w), WINDOW_BATCH):
+        r, p = predictor(w.x[w.index[b: b + WINDOW_BATCH]])
+        rul[b: b + len(r)], prob[b: b + len(r)] = r, p
+    bad = ~(np.isfinite(rul) & np.isfinite(prob).all(1))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataError(f"asset {names[int(w.unit[i]) - 1]} cycle {int(w.cycle[i])}: the model's "
+                        "output is not a number", path=table.path)
+    out = {"asset": np.array(names, dtype=object)[w.unit - 1], "cycle": w.cycle, "rul": rul}
+    if predictor.intervals is not None:
+        lo, hi = predictor.intervals.bounds(rul)
+        out["rul_lower"], out["rul_upper"] = lo.astype(np.float32), hi.astype(np.float32)
+    out["health"] = np.array(HEALTH_CLASSES, dtype=object)[prob.argmax(1)]
+    for j, c in enumerate(HEALTH_CLASSES):
+        out[f"p_{c}"] = prob[:, j]
+    out["model_id"] = np.full(len(w), predictor.model_id, dtype=object)
+    return out
+
+
+def score_local(predictor, pieces: Iterator[Piece], cycles: str = "all"
+                ) -> Iterator[dict[str, np.ndarray]]:
+    """:func:`score_piece` over an input's pieces."""
+    for piece in pieces:
+        yield score_piece(predictor, piece, cycles)
