@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from amnl.data.cmapss import SUBSETS, subset_files
+from amnl.rundir import bundled_dir
 
 #: The real data sit beside the repository: <repo root>/../shared/data/CMAPSS.
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -47,3 +48,23 @@ def _private_cache(tmp_path_factory, monkeypatch):
     """Every test's user cache (on-the-fly ONNX exports, downloads) is a temporary folder:
     nothing is written to the real ~/.cache."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """``exported(name)``: the bundled model's ONNX FP32 folder (made once a session)."""
+    pytest.importorskip("onnxruntime")
+    from amnl.export.onnx import export_run
+
+    made: dict[str, Path] = {}
+
+    def get(name: str = "FD001", precision: str = "fp32") -> Path:
+        key = f"{name}-{precision}"
+        if key not in made:
+            out = tmp_path_factory.mktemp(f"export-{key}")
+            file = "model_int8.onnx" if precision == "int8" else "model.onnx"
+            export_run(bundled_dir(name), out / file, int8=precision == "int8")
+            made[key] = out
+        return made[key]
+
+    return get

@@ -41,7 +41,7 @@ def test_help_lists_commands():
     group = typer.main.get_command(app)
     assert sorted(group.commands) == ["bench", "calibrate", "data", "distill-targets",
                                       "evaluate", "export", "info", "plan", "predict", "profile",
-                                      "serve", "train"]
+                                      "score", "serve", "train"]
     assert sorted(group.commands["data"].commands) == ["check", "download"]
     for name, cmd in group.commands.items():
         res = runner.invoke(app, [name, "--help"])

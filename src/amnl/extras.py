@@ -15,7 +15,7 @@ class MissingExtraError(AmnlError, ImportError):
 #: Extra that provides each optional module.
 EXTRA_OF = {"onnx": "export", "onnxruntime": "export", "onnxscript": "export",
             "matplotlib": "plot", "fastapi": "serve", "uvicorn": "serve", "sqlalchemy": "serve",
-            "prometheus_client": "serve", "psycopg": "postgres", "pyarrow": "score"}
+            "prometheus_client": "serve", "psycopg": "postgres", "pyarrow": "score", "ray": "ray"}
 
 
 def require(module: str, purpose: str | None = None) -> ModuleType:

@@ -25,7 +25,6 @@ pytest.importorskip("onnxruntime")
 from amnl.config import InferenceConfig
 from amnl.data.cmapss import COLUMNS
 from amnl.inference.predictor import Predictor
-from amnl.rundir import bundled_dir
 
 from . import pg
 
@@ -35,25 +34,6 @@ PG_ENV = "AMNL_TEST_POSTGRES_URL"
 def reading(row: np.ndarray) -> dict:
     """A C-MAPSS row (unit, cycle, settings, sensors) as the API's reading."""
     return {"cycle": int(row[1]), **{c: float(v) for c, v in zip(COLUMNS[2:], row[2:])}}
-
-
-@pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """``exported(name)``: the bundled model's ONNX FP32 folder (made once a session)."""
-    from amnl.export.onnx import export_run
-
-    made: dict[str, Path] = {}
-
-    def get(name: str = "FD001", precision: str = "fp32") -> Path:
-        key = f"{name}-{precision}"
-        if key not in made:
-            out = tmp_path_factory.mktemp(f"export-{key}")
-            file = "model_int8.onnx" if precision == "int8" else "model.onnx"
-            export_run(bundled_dir(name), out / file, int8=precision == "int8")
-            made[key] = out
-        return made[key]
-
-    return get
 
 
 @pytest.fixture(scope="session")

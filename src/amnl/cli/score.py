@@ -28,10 +28,17 @@ def score(
         help="all (every cycle, as the service predicts them) or last (each asset's last "
              "cycle, as amnl predict).")] = "all",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --output.")] = False,
+    on: Annotated[str, typer.Option(help="local (one process) or ray (Ray Data; extra ray).")
+                  ] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="A running Ray cluster (default: start a local one).")] = None,
+    actors: Annotated[int | None, typer.Option(
+        help="Ray actors holding the model (default: one less than the CPUs).",
+        show_default=False)] = None,
 ) -> None:
-    """Score every cycle (or the last) of every asset, in one process with bounded memory.
+    """Score every cycle (or the last) of every asset, in one process or on Ray Data.
 
-    Memory follows a piece of 65,536 rows of whole assets and a batch of 4,096 windows, not the
+    Locally, memory follows a piece of 65,536 rows of whole assets and a batch of 4,096 windows, not the
     input. Each output row: asset, cycle, rul, rul_lower, rul_upper (where the model has a
     calibration), health, p_healthy, p_degrading, p_critical, model_id.
     """
@@ -43,16 +50,25 @@ def score(
 
     if cycles not in CYCLES:
         raise fail(f"--cycles must be all or last, got {cycles!r}")
+    if on not in ("local", "ray"):
+        raise fail(f"--on must be local or ray, got {on!r}")
+    if actors is not None and actors < 1:
+        raise fail(f"--actors must be >= 1, got {actors}")
     cfg = inference_config(runtime, precision, "cpu", threads)
     if cfg.runtime == "torch":
         from amnl.inference.runtime import set_threads
 
         set_threads(cfg.threads)
-    predictor = run(Predictor.load, model, cfg)
+    predictor = run(Predictor.load, model, cfg)  # (on ray: checks the model before starting)
     writer = run(PartitionedWriter, output, overwrite=overwrite)
     required = [*SETTING_COLUMNS, *predictor.preprocessor.feature_names]
 
     def write_all() -> None:
+        if on == "ray":
+            from amnl.score.on_ray import score_ray
+
+            score_ray(model, cfg, input, writer, cycles, address=ray_address, actors=actors)
+            return
         for columns in score_local(predictor, iter_fleet(input, required), cycles):
             writer.write(columns)
 

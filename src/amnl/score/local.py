@@ -33,7 +33,7 @@ def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict[str, np.nd
         raise DataError(f"--cycles must be all or last, got {cycles!r}")
     table, names = piece
     pre = predictor.preprocessor
-    cond, scaled = pre.scale(table)
+    scaled = pre.scale(table)[1]
     w = pre.windows(table, last_only=cycles == "last", first_end=0 if cycles == "all" else None,
                     scaled=scaled)
     rul = np.empty(len(w), np.float32)

@@ -1,0 +1,62 @@
+"""``amnl score --on ray`` on a local Ray instance (started and stopped here): the same
+predictions as ``--on local``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amnl.config import InferenceConfig
+from amnl.data.cmapss import COLUMNS, load_subset
+from amnl.inference.predictor import Predictor
+from amnl.score.histories import iter_fleet
+from amnl.score.local import score_local
+from amnl.score.on_ray import score_ray
+from amnl.score.output import PartitionedWriter
+
+ray = pytest.importorskip("ray")
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def by_asset_cycle(table: dict) -> dict:
+    order = np.lexsort((np.asarray(table["cycle"]), np.asarray(table["asset"])))
+    return {k: np.asarray(v)[order] for k, v in table.items()}
+
+
+@pytest.mark.needs_data
+@pytest.mark.slow
+@pytest.mark.parametrize("name,fmt", [("FD001", "text"), ("FD002", "parquet")])
+def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path, name, fmt):
+    model = exported(name)  # an exported folder: no torch in the actors
+    inference = InferenceConfig(runtime="onnx", threads=1)
+    src = cmapss_dir / f"test_{name}.txt"
+    if fmt == "parquet":  # the first 40 engines, named
+        test = load_subset(cmapss_dir, name, train=False).test
+        keep = test.unit <= 40
+        cols = {c: test.values[keep, i] for i, c in enumerate(COLUMNS) if c != "unit"}
+        src = tmp_path / "fleet"
+        src.mkdir()
+        pq.write_table(pa.table({"unit": [f"u{int(u)}" for u in test.unit[keep]], **cols}),
+                       src / "part-0.parquet")
+    writer = PartitionedWriter(tmp_path / "ray")
+    rows = score_ray(str(model), inference, src, writer, "all", actors=1)
+    writer.commit({})
+    got = by_asset_cycle(pq.read_table(tmp_path / "ray").to_pydict())
+
+    predictor = Predictor.load(model, inference)
+    required = ["setting_1", "setting_2", "setting_3", *predictor.preprocessor.feature_names]
+    parts = list(score_local(predictor, iter_fleet(src, required), "all"))
+    want = by_asset_cycle({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    assert rows == len(want["rul"])
+    assert (got["asset"] == want["asset"]).all() and (got["cycle"] == want["cycle"]).all()
+    np.testing.assert_allclose(got["rul"], want["rul"], atol=1e-3)
+    np.testing.assert_allclose(got["rul_upper"], want["rul_upper"], atol=1e-3)
+    assert (got["health"] == want["health"]).all()
