@@ -44,13 +44,23 @@ def iter_fleet(path: str | os.PathLike, required: list[str], *,
         yield EngineTable(table.path, values), names
 
 
+def _parquet_files(p: Path) -> list[Path]:
+    files = sorted(p.rglob("*.parquet")) if p.is_dir() else [p]
+    if not files:
+        raise DataError("no .parquet files in the folder", path=str(p))
+    return files
+
+
 def _iter_parquet(p: Path, required: list[str], chunk_rows: int) -> Iterator[Piece]:
-    ds = require("pyarrow.dataset", "Parquet input")
+    """Row group by row group (``ParquetFile.iter_batches``, no read-ahead), so memory stays
+    at a piece plus one row group."""
+    pq = require("pyarrow.parquet", "Parquet input")
+    files = _parquet_files(p)
     try:
-        dataset = ds.dataset(str(p), format="parquet")
+        readers = [pq.ParquetFile(f) for f in files]
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         raise DataError(f"not a readable Parquet file or folder ({exc})", path=str(p)) from None
-    names = dataset.schema.names
+    names = readers[0].schema_arrow.names
     asset_col = next((c for c in ASSET_COLUMNS if c in names), None)
     if asset_col is None:
         raise DataError(f"no asset column (one of {', '.join(ASSET_COLUMNS)})", path=str(p))
@@ -61,8 +71,9 @@ def _iter_parquet(p: Path, required: list[str], chunk_rows: int) -> Iterator[Pie
     seen: set[str] = set()
     buffer: list[tuple[np.ndarray, np.ndarray]] = []  # (asset names, values rows)
     rows = 0
-    for batch in dataset.to_batches(columns=[asset_col, "cycle", *present],
-                                    batch_size=chunk_rows):
+    batches = (b for r in readers for b in r.iter_batches(
+        batch_size=chunk_rows, columns=[asset_col, "cycle", *present], use_threads=False))
+    for batch in batches:
         assets = np.asarray(batch.column(0).to_pylist(), dtype=object).astype(str)
         values = np.full((batch.num_rows, len(COLUMNS)), np.nan)
         values[:, 1] = batch.column(1).to_numpy(zero_copy_only=False)
