@@ -117,6 +117,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
     ap.add_argument("--ray-sizes", default="1000,10000")
+    ap.add_argument("--modes", default=None,
+                    help="only these on:cycles pairs, e.g. local:last (default: all of them)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from amnl.export.onnx import export_run
@@ -139,6 +141,9 @@ def main() -> None:
             cases = [("local", "last")] + ([("ray", "last")] if n in ray_sizes else [])
             if n == sizes[0]:
                 cases = [("local", "all"), ("ray", "all"), *cases]
+            if args.modes:
+                wanted = {tuple(m.split(":")) for m in args.modes.split(",")}
+                cases = [c for c in cases if c in wanted]
             for on, cycles in cases:
                 out = folder / f"out-{n}-{on}-{cycles}"
                 r = run([*AMNL, "score", "-i", str(path), "-o", str(out), "--model", str(model),

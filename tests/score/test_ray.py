@@ -33,8 +33,10 @@ def by_asset_cycle(table: dict) -> dict:
 
 @pytest.mark.needs_data
 @pytest.mark.slow
-@pytest.mark.parametrize("name,fmt", [("FD001", "text"), ("FD002", "parquet")])
-def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path, name, fmt):
+@pytest.mark.parametrize("name,fmt,cycles", [("FD001", "text", "all"), ("FD002", "parquet", "all"),
+                                             ("FD003", "text", "last"), ("FD004", "text", "last")])
+def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path, name, fmt,
+                                      cycles):
     model = exported(name)  # an exported folder: no torch in the actors
     inference = InferenceConfig(runtime="onnx", threads=1)
     src = cmapss_dir / f"test_{name}.txt"
@@ -47,13 +49,13 @@ def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path,
         pq.write_table(pa.table({"unit": [f"u{int(u)}" for u in test.unit[keep]], **cols}),
                        src / "part-0.parquet")
     writer = PartitionedWriter(tmp_path / "ray")
-    rows = score_ray(str(model), inference, src, writer, "all", actors=1)
+    rows = score_ray(str(model), inference, src, writer, cycles, actors=1)
     writer.commit({})
     got = by_asset_cycle(pq.read_table(tmp_path / "ray").to_pydict())
 
     predictor = Predictor.load(model, inference)
     required = ["setting_1", "setting_2", "setting_3", *predictor.preprocessor.feature_names]
-    parts = list(score_local(predictor, iter_fleet(src, required), "all"))
+    parts = list(score_local(predictor, iter_fleet(src, required), cycles))
     want = by_asset_cycle({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
     assert rows == len(want["rul"])
     assert (got["asset"] == want["asset"]).all() and (got["cycle"] == want["cycle"]).all()

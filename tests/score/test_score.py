@@ -39,7 +39,7 @@ def score_cli(*args) -> None:
 
 
 @pytest.mark.needs_data
-@pytest.mark.parametrize("name", ["FD001", "FD004"])
+@pytest.mark.parametrize("name", ["FD001", "FD002", "FD003", "FD004"])
 def test_last_cycles_equal_amnl_predict(cmapss_dir, tmp_path, name):
     src = cmapss_dir / f"test_{name}.txt"
     score_cli("-i", src, "-o", tmp_path / "out", "--model", name, "--cycles", "last")
