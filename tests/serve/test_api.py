@@ -160,12 +160,11 @@ def test_operations_endpoints_and_openapi(live_server, tmp_path):
 
 
 @pytest.mark.needs_data
-def test_token_body_limit_and_asset_ids(live_server, tmp_path, engine_rows):
+def test_token_body_limit_and_asset_ids(live_server, db_url, engine_rows):
     with pytest.raises(ConfigError, match="without an API token"):
         settings("x.db", host="0.0.0.0")
     assert settings("x.db", host="0.0.0.0", api_token="s3cret").api_token == "s3cret"
-    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}", api_token="s3cret",
-                                  max_body_bytes=4_000))
+    server = live_server(settings(db_url, api_token="s3cret", max_body_bytes=4_000))
     rows = engine_rows[1][:2]
     with httpx.Client(base_url=server.url) as c:
         r = post(c, "e1", rows)
