@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     from amnl.export.onnx import export_run
-    from amnl.profiling.machine import machine_info
+    from amnl.profiling.machine import describe, machine_info
     from amnl.rundir import bundled_dir
 
     folder = Path(tempfile.mkdtemp(prefix="amnl-score-scale-"))
@@ -160,8 +160,7 @@ def main() -> None:
             path.unlink()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    m = results["machine"]
-    print(m["cpu"], "family", m["cpu_family"], "model", m["cpu_model"])
+    print(describe(results["machine"]))
     out = args.out or Path("benchmarks/results") / f"score-scale-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -366,7 +366,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from amnl.export.onnx import export_run
-    from amnl.profiling.machine import machine_info
+    from amnl.profiling.machine import describe, machine_info
     from amnl.rundir import ONNX_FILES, resolve_source
 
     clients = [int(c) for c in args.clients.split(",")]
@@ -421,8 +421,7 @@ def main() -> None:
           f"{w.get('p99_ms')} ms, non-2xx {w.get('non_2xx')}")
     print(f"runtime alone at batch {on['max_batch']}: {results['runtime_windows_per_s']:.0f} "
           "windows/s")
-    print(results["machine"].get("cpu"), results["machine"].get("cpu_family"),
-          results["machine"].get("cpu_model"))
+    print(describe(results["machine"]))
     out = args.out or Path("benchmarks/results") / f"serve-load-{time.strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

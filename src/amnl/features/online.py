@@ -58,14 +58,6 @@ class AssetState:
         return AssetState(self.rows, self.last_cycle, self.condition, self.fast.copy(),
                           self.slow.copy(), self.base_sum.copy(), self.ring.copy())
 
-    def window(self) -> np.ndarray:
-        """The model's input at the last cycle, float32 (W, F): the last W rows in order,
-        front-padded with the first row while the asset is younger than W (spec decision)."""
-        w = len(self.ring)
-        if self.rows >= w:
-            return np.roll(self.ring, -(self.rows % w), axis=0)
-        return self.ring[np.maximum(np.arange(w) - (w - self.rows), 0)]
-
     def to_bytes(self) -> bytes:
         """A compact, pickle-free snapshot (header, float64 states, float32 ring)."""
         w, f = self.ring.shape
@@ -123,7 +115,6 @@ class OnlineFeatures:
         self.settings = list(self._settings)
         #: columns a reading must have (the rest may be missing)
         self.required = sorted({*SETTING_COLUMNS, *self.names}, key=READING_COLUMNS.index)
-        self._mean, self._scale = pre.scaler_.mean_, pre.scaler_.scale_
         fs = len(self.names)
         self.n_features = (fs * (1 + bool(cfg.baseline_cycles) + (cfg.slow_smoothing < 1.0))
                            + bool(cfg.cycle_feature))
@@ -152,8 +143,7 @@ class OnlineFeatures:
         raw = np.asarray(raw, np.float64)
         cond = self.pre.conditions_.predict(raw[:, self._settings])
         x = raw[:, self._cols]
-        with np.errstate(over="ignore", invalid="ignore"):
-            scaled = ((x - self._mean[cond]) / self._scale[cond]).astype(np.float32)
+        scaled = self.pre.scaler_.transform(x, cond)  # the batch pipeline's own arithmetic
         bad = ~np.isfinite(scaled)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
@@ -260,7 +250,9 @@ class OnlineFeatures:
             s.condition = int(cond[i])
 
     def _windows(self, states: list[AssetState]) -> np.ndarray:
-        """Each state's window (see :meth:`AssetState.window`), float32 (n, W, F)."""
+        """Each state's model input at its last cycle, float32 (n, W, F): the last W rows in
+        order, front-padded with the first row while the asset is younger than W (spec
+        decision)."""
         w = self.window
         rows = np.array([s.rows for s in states])[:, None]
         ar = np.arange(w)[None, :]

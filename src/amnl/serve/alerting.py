@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, select, update
 
 from amnl.serve.alerts import OPEN_STATES, AlertRule, AssetAlerts, Transition, evaluate
-from amnl.serve.db import alert_events, alerts, assets, webhook_deliveries
+from amnl.serve.db import alert_events, alerts, webhook_deliveries
 from amnl.serve.errors import ApiError
 
 
@@ -36,14 +36,16 @@ class AlertBook:
     """Alert state of every asset (committed), and the SQL of its changes.
 
     Args:
+        store: the service's :class:`amnl.serve.store.Store`.
         rules: the fleet's rules.
         webhook_urls: every event gets one delivery row per URL.
         model_id: named in the events.
         states: each asset's hysteresis state, as stored (``assets.alert_state``).
     """
 
-    def __init__(self, rules: tuple[AlertRule, ...], webhook_urls: list[str], model_id: str,
-                 states: dict[str, AssetAlerts]) -> None:
+    def __init__(self, store, rules: tuple[AlertRule, ...], webhook_urls: list[str],
+                 model_id: str, states: dict[str, AssetAlerts]) -> None:
+        self.store = store
         self.rules, self.urls, self.model_id = rules, list(webhook_urls), model_id
         self.by_name = {r.name: r for r in rules}
         self.states = states
@@ -65,11 +67,7 @@ class AlertBook:
                     events += 1
             states[a], buffers[a] = state, buf
             updates.append((state.to_json(), a))
-        if updates:
-            q = conn.dialect.identifier_preparer.quote
-            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            conn.exec_driver_sql(f"UPDATE {q(assets.name)} SET {q('alert_state')} = {mark} "
-                                 f"WHERE {q('asset_id')} = {mark}", updates)
+        self.store.update_alert_states(conn, updates)
         return Staged(states, buffers, events)
 
     def apply(self, staged: Staged) -> None:

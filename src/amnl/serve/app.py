@@ -145,7 +145,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
     service = FleetService(settings, predictor)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(_app: FastAPI):
         await run_in_threadpool(service.start)
         try:
             yield

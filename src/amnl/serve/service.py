@@ -148,7 +148,7 @@ class FleetService:
         self.metrics.assets.set(len(entries))
         self.max_batch = 1 if not s.batching else (s.max_batch or runtime_batch(p))
         self.rules = load_rules(s.alert_rules)
-        book = AlertBook(self.rules, s.webhooks, p.model_id,
+        book = AlertBook(self.store, self.rules, s.webhooks, p.model_id,
                          {a.asset_id: AssetAlerts.from_json(a.alert_state) for a in stored
                           if a.alert_state})
         # predictions stored but not yet evaluated for alerts (they waited for an earlier one)
@@ -332,12 +332,12 @@ class FleetService:
         for severity in SEVERITIES:
             self.metrics.alerts_open.labels(severity).set(open_alerts.get(severity, 0))
         if self.drift is not None:
-            psi = self.drift.psi()
-            for c in range(psi.shape[0]):
-                for j, name in enumerate(self.drift.ref.features):
-                    if not np.isnan(psi[c, j]):
-                        self.metrics.drift_psi.labels(str(c), name).set(psi[c, j])
-            self.metrics.unknown_share.set(self.drift.report()["unknown_condition_share"])
+            report = self.drift.report()
+            for cond in report["conditions"]:
+                for name, v in cond["psi"].items():
+                    if v is not None:
+                        self.metrics.drift_psi.labels(str(cond["condition"]), name).set(v)
+            self.metrics.unknown_share.set(report["unknown_condition_share"])
 
     def wait_predicted(self, timeout: float = 60.0) -> bool:
         """Block until every acknowledged reading has its prediction stored (tests, demos)."""

@@ -1,4 +1,5 @@
-"""Every SQL statement of the service, on SQLAlchemy Core (bound parameters only).
+"""The service's SQL on SQLAlchemy Core (bound parameters only): readings, states,
+predictions and the reads; the alert rows are written by :mod:`amnl.serve.alerting`.
 
 Writes take a connection inside the caller's transaction (:class:`amnl.serve.writer.Writer`
 owns them); reads open their own.
@@ -51,7 +52,7 @@ class Store:
         self._insert_prediction = insert_ignore(predictions, self.dialect)
         latest = {c: bindparam(c) for c in ("rul", "rul_lower", "rul_upper", "health",
                                             *PROBABILITY_COLUMNS, "model_id", "predicted_at")}
-        # the two statements of every ingestion, on the driver's executemany with positional
+        # the statements of every commit, on the driver's executemany with positional
         # parameters (the Core path costs more per row than the database does)
         q = engine.dialect.identifier_preparer.quote
         mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
@@ -61,6 +62,8 @@ class Store:
         self._update_states_sql = (
             f"UPDATE {q(assets.name)} SET {q('last_cycle')} = {mark}, {q('n_readings')} = {mark}, "
             f"{q('state')} = {mark}, {q('updated_at')} = {mark} WHERE {q('asset_id')} = {mark}")
+        self._update_alert_states_sql = (f"UPDATE {q(assets.name)} SET {q('alert_state')} = "
+                                         f"{mark} WHERE {q('asset_id')} = {mark}")
         self._update_latest = (
             assets.update()
             .where(and_(assets.c.asset_id == bindparam("b_asset"),
@@ -77,6 +80,11 @@ class Store:
         """Tuples of (last_cycle, n_readings, state, updated_at, asset_id)."""
         if rows:
             conn.exec_driver_sql(self._update_states_sql, rows)
+
+    def update_alert_states(self, conn: Connection, rows: list[tuple]) -> None:
+        """Tuples of (alert_state JSON, asset_id)."""
+        if rows:
+            conn.exec_driver_sql(self._update_alert_states_sql, rows)
 
     def insert_readings(self, conn: Connection, rows: list[tuple]) -> None:
         """Tuples in :data:`READING_ROW` order (:func:`reading_row`)."""

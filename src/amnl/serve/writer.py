@@ -118,13 +118,11 @@ class Writer:
         self._incarnations = len(entries)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="amnl-writer", daemon=True)
-        self._stopping = False
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping = True
         self._queue.put(None)
         self._thread.join(30)
 
@@ -143,7 +141,7 @@ class Writer:
 
     def delete(self, asset_id: str) -> Future:
         """Forget an asset: its rows, state and alerts; the future gets whether it existed."""
-        def gone(found: bool) -> None:
+        def gone(_found: bool) -> None:
             self.entries.pop(asset_id, None)
             self.alerts.forget(asset_id)
             self.failed.pop(asset_id, None)
