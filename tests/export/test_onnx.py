@@ -30,9 +30,9 @@ from amnl.train.run import train_run
 runner = CliRunner()
 #: The spec's parity bound for ONNX FP32 vs PyTorch on real test windows, cycles.
 RUL_TOLERANCE = 0.05
-#: Weight matrices of the exported graph (see amnl.export.onnx._ExportNet): 3 conv blocks,
-#: q/k/v/out of the attention, 3 funnel layers, 4 RUL-head and 3 health-head layers.
-HEAD_PREFIXES = ("rul", "health")
+#: Weight matrices of the exported graph (the network's inference form, amnl.model.network):
+#: 3 conv blocks, q/k/v/out of the attention, 3 funnel layers, 4 RUL-head and 3 health-head layers.
+HEAD_PREFIXES = ("net.rul_head", "net.health_head")
 N_MATMUL_WEIGHTS = 3 + 4 + 3 + 4 + 3
 
 
@@ -91,8 +91,11 @@ def test_int8_quantizes_every_weight_matrix_heads_included(tiny_run, exported, t
     int8_weights = {i.name for i in graph.initializer
                     if i.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)}
     for prefix in HEAD_PREFIXES:  # every head layer's weight is 8-bit, none left in FP32
-        assert any(n.startswith(f"{prefix}0_w") for n in int8_weights), prefix
-        assert not any(n.startswith(prefix) and n.endswith("_w") for n in float_weights), prefix
+        assert any(n.startswith(f"{prefix}.0.weight") for n in int8_weights), prefix
+        assert not any(n.startswith(prefix) and n.endswith(("weight", "weight_transposed"))
+                       for n in float_weights), prefix
+    ops = {n.op_type for n in graph.node}
+    assert not ops & {"Gemm", "Conv", "LSTM"}, ops  # every dense layer, conv and LSTM in INT8
     _cfg, _pre, model = load_run(tiny_run[0])
     diff = ox.parity(TorchRuntime(model), OnnxRuntime(exported["int8"]), test_windows)
     assert diff["rul"] < 2.0 and diff["probabilities"] < 0.05, diff
@@ -250,14 +253,16 @@ def test_flops_per_window_matches_the_spec_and_torch_counter():
     from amnl.profiling.flops import flops_per_window
 
     model = create_model("base").eval()
-    torch_graph = flops_per_window(model.config, 30)
-    onnx_graph = flops_per_window(model.config, 30, graph="onnx")
-    assert torch_graph["lstm"] == onnx_graph["lstm"] == 2 * 30 * 2 * 4 * 256 * ((64 + 256) + (512 + 256))
-    assert onnx_graph["attention"] < torch_graph["attention"] / 20
-    # torch's counter sees the convolutions and Linear layers (not LSTM or attention): same sum
+    training = flops_per_window(model.config, 30, graph="training")
+    inference = flops_per_window(model.config, 30)
+    assert training["lstm"] == inference["lstm"] == 2 * 30 * 2 * 4 * 256 * ((64 + 256) + (512 + 256))
+    assert inference["attention"] < training["attention"] / 20
+    assert training["total"] == 201_873_024 and inference["total"] == 139_703_936
+    # torch's counter sees the matrix products of the CNN, the dense layers and the inference
+    # form's attention (not the LSTM): the same sum
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(torch.zeros(1, 30, 14))
-    assert counter.get_total_flops() == sum(torch_graph[k] for k in ("cnn", "funnel", "heads"))
+    assert counter.get_total_flops() == sum(inference[k] for k in ("cnn", "attention", "funnel", "heads"))
 
 
 def test_bench_runtimes_smoke(tmp_path):

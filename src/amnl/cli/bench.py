@@ -21,7 +21,7 @@ from amnl.cli.options import (
 )
 
 DEFAULT_BENCH_OUT = Path("benchmarks/results")
-DEFAULT_RUNTIMES = "torch:fp32,torch:bf16,torch:int8,onnx:fp32,onnx:int8"
+DEFAULT_RUNTIMES = "torch-full:fp32,torch:fp32,torch:bf16,torch:int8,onnx:fp32,onnx:int8"
 
 
 def bench(
@@ -63,9 +63,11 @@ def bench(
     result = run(run_bench, model, source=label, windows=window_list, specs=specs,
                  threads=threads, rss_source=source.rss_source() if rss else None, out=out,
                  latency_seconds=seconds, throughput_seconds=2 * seconds)
-    m = result["machine"]
-    typer.echo(f"{m['cpu']}, {m['cores']} CPUs, {m['threads']} threads; model: {label}")
-    typer.echo("matmul peak: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in result["peaks"].items()))
+    from amnl.profiling.machine import describe
+
+    typer.echo(f"{describe(result['machine'])}; model: {label}")
+    typer.echo("matmul peak, measured now: " + ", ".join(
+        f"{k} {v:,.0f} {'GOP/s' if k == 'int8' else 'GFLOP/s'}" for k, v in result["peaks"].items()))
     typer.echo(result["table"])
     typer.echo(f"wrote {out}")
 

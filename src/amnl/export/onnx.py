@@ -1,24 +1,25 @@
 """ONNX export and the ONNX Runtime engine (needs ``pip install 'amnl[export]'``).
 
-The exported graph is not a trace of :class:`amnl.model.network.AMNL` as written for training
-but the same function in eval mode, re-expressed so that ONNX Runtime runs it fast on a CPU and
-so that dynamic INT8 quantisation reaches every weight matrix (:class:`_ExportNet`):
+The exported graph is a trace of :class:`amnl.model.network.AMNL` itself in eval mode: its
+inference form (time-last convolutions as one MatMul over three time taps with BatchNorm
+folded in, last-step attention with the key and value projections moved to the query side;
+see :mod:`amnl.model.network`) is what the torch runtime runs too, so there is one
+implementation of the network. Two generic passes then make the traced graph lean for ONNX
+Runtime (:mod:`amnl.export.graph`):
 
-* each Conv1d(kernel 3) + BatchNorm block is one MatMul over the three stacked time taps, with
-  the BatchNorm folded into the weights;
-* the network runs time-first, the only layout ONNX Runtime's ``LSTM`` kernel accepts, so
-  the batch-first transposes around the convolutions and the LSTM disappear;
-* only the last time step's query is attended (the pooling keeps nothing else), and the
-  key/value projections are moved to the query side by associativity: per head,
-  ``q . (Wk y_t + bk) = (Wk^T q) . y_t + const`` and ``sum_t a_t (Wv y_t + bv) =
-  Wv (sum_t a_t y_t) + bv``. Attention drops from 65 M to 2.6 M FLOPs per window
-  (window 30), and the whole graph from 202 M to 140 M, 96 % of it the BiLSTM;
-* every Linear is a plain MatMul (+ Add), not a ``Gemm``: ONNX Runtime's dynamic quantiser
-  only rewrites ``MatMul``, ``Conv``, ``LSTM`` and ``Attention``, so this is what makes the
-  funnel and both heads INT8 too.
+* every ``Gemm`` (what the exporter writes for ``nn.Linear`` on 2-D input) becomes ``MatMul``
+  + ``Add``: ONNX Runtime's dynamic quantiser only rewrites ``MatMul``, ``Conv``, ``LSTM`` and
+  ``Attention``, so this is what makes the attention's projections, the funnel and both heads
+  INT8 too;
+* the exporter's batch-first LSTM output (``Transpose`` to time-first, ``Reshape``, then
+  ``Transpose`` back to batch-first) becomes one ``Transpose`` + ``Reshape``.
 
-Outputs: ``rul`` (N,) in cycles, clamped to [0, RUL cap] as in eval mode, and ``health`` (N, 3) softmax
-probabilities, the same contract as :class:`amnl.inference.runtime.TorchRuntime`.
+ONNX Runtime's ``LSTM`` kernel is time-first only (it rejects ``layout=1``), so one transpose
+before each LSTM layer remains. Per-operator time before and after:
+``benchmarks/bench_inference.py ops`` (docs/deployment-inference.md).
+
+Outputs: ``rul`` (N,) in cycles, clamped to [0, RUL cap] as in eval mode, and ``health`` (N, 3)
+softmax probabilities, the same contract as :class:`amnl.inference.runtime.TorchRuntime`.
 
 ``onnx``, ``onnxruntime`` and ``torch`` are imported inside the functions that need them. The
 inference side, :class:`amnl.inference.onnx_runtime.OnnxRuntime`, runs an exported file without
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from amnl.errors import ModelError
+from amnl.export.graph import lean_graph
 from amnl.export.quantize import QUANTIZED_OP_TYPES, quantize_onnx
 from amnl.extras import require as _require_extra
 from amnl.rundir import ONNX_FILES, PREPROCESS_FILES, model_id
@@ -68,8 +70,8 @@ META_PRECISION = "amnl.precision"
 META_FORMAT = "amnl.format"
 #: Bumped whenever the exported graph changes, so cached files of an older layout are rebuilt
 #: (2: INT8 that cannot saturate on x86 without VNNI, see :mod:`amnl.export.quantize`; RUL
-#: clamped to [0, cap]).
-FORMAT_VERSION = "2"
+#: clamped to [0, cap]; 3: a trace of the network's own inference form, lean passes).
+FORMAT_VERSION = "3"
 #: How far an export may be from PyTorch FP32 on real windows, cycles of RUL: the largest
 #: difference for FP32, and for INT8 the 99th percentile and the largest. The shipped INT8
 #: measured p99 0.89-1.07 and max 2.4-6.3 on the four test files (Intel Xeon, family 6, model
@@ -94,111 +96,23 @@ def check_available() -> None:
 # -- the export graph -------------------------------------------------------------------------
 
 def _export_net(model: AMNL) -> torch.nn.Module:
-    """Build :class:`_ExportNet` (defined lazily so that this module imports without torch)."""
-    import math
+    """An eval-mode copy of ``model`` on the CPU in FP32 whose forward returns ``(rul,
+    softmax(health))``; ``model`` itself is not changed."""
+    import copy
 
     import torch
-    from torch import nn
 
-    def dense_params(seq: nn.Sequential, scale: float = 1.0) -> list:
-        """``(W^T, b)`` per Linear of a Linear/ReLU/Dropout stack, ``None`` per ReLU; the last
-        Linear is multiplied by ``scale``."""
-        out: list = []
-        linears = [m for m in seq if isinstance(m, nn.Linear)]
-        for m in seq:
-            if isinstance(m, nn.Linear):
-                s = scale if m is linears[-1] else 1.0
-                out.append(((m.weight.detach() * s).T.contiguous(), m.bias.detach() * s))
-            elif isinstance(m, nn.ReLU):
-                out.append(None)
-            elif not isinstance(m, nn.Dropout):
-                raise TypeError(f"cannot export {type(m).__name__} in an MLP stack")
-        return out
-
-    class _ExportNet(nn.Module):
-        """AMNL in eval mode, time-first, for ONNX Runtime. Shapes: T time, B batch, E = 2H.
-
-        Built from copies of ``net``'s weights, on the CPU; ``net`` itself is not changed.
-        BatchNorm running statistics are folded in and every dropout is dropped, so the
-        result is the eval-mode function whatever mode ``net`` is in.
-        """
-
+    class _Inference(torch.nn.Module):
         def __init__(self, net: AMNL) -> None:
             super().__init__()
-            cfg = net.config
-            mha = net.attention.mha
-            if mha.in_proj_weight is None or mha.in_proj_bias is None:
-                raise TypeError("export needs attention with one packed, biased in-projection")
-            self.convs = []  # (W (3 C_in, C_out), b (C_out,)) per block, BatchNorm folded
-            for i, block in enumerate(net.cnn):
-                conv, bn = block[0], block[1]
-                scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-                w = conv.weight.detach() * scale[:, None, None]  # (C_out, C_in, 3)
-                b = (conv.bias.detach() - bn.running_mean) * scale + bn.bias.detach()
-                # row k * C_in + c multiplies input channel c at time t + k - 1 (padding 1)
-                self.convs.append((self._buffer(f"conv{i}_w", w.permute(2, 1, 0).reshape(-1, w.shape[0])),
-                                   self._buffer(f"conv{i}_b", b)))
-            self.lstm = nn.LSTM(net.lstm.input_size, net.lstm.hidden_size, net.lstm.num_layers,
-                                bidirectional=net.lstm.bidirectional, batch_first=False)
-            self.lstm.load_state_dict({k: v.detach().float().cpu() for k, v in net.lstm.state_dict().items()})
-            e, self.heads = mha.embed_dim, mha.num_heads
-            d = e // self.heads
-            w_in, b_in = mha.in_proj_weight.detach(), mha.in_proj_bias.detach()
-            wq, wk, wv = w_in[:e], w_in[e:2 * e], w_in[2 * e:]
-            self.wq = self._buffer("wq", wq.T / math.sqrt(d))  # softmax scale folded in
-            self.bq = self._buffer("bq", b_in[:e] / math.sqrt(d))
-            self.wk = self._buffer("wk", wk.reshape(self.heads, d, e))  # (h, d, E)
-            self.wv = self._buffer("wv", wv.reshape(self.heads, d, e).transpose(1, 2))  # (h, E, d)
-            self.bv = self._buffer("bv", b_in[2 * e:])
-            self.wo = self._buffer("wo", mha.out_proj.weight.detach().T)
-            self.bo = self._buffer("bo", mha.out_proj.bias.detach())
-            norm = net.attention.norm
-            self.norm_shape, self.norm_eps = norm.normalized_shape, norm.eps
-            self.norm_w = self._buffer("norm_w", norm.weight.detach())
-            self.norm_b = self._buffer("norm_b", norm.bias.detach())
-            self.funnel = self._stack("funnel", dense_params(net.funnel))
-            # the head predicts RUL / rul_scale: the scale is folded into its last layer
-            self.rul_head = self._stack("rul", dense_params(net.rul_head, cfg.rul_scale))
-            self.cap = float(cfg.rul_scale)  # the RUL cap: eval-mode outputs lie in [0, cap]
-            self.health_head = self._stack("health", dense_params(net.health_head))
-
-        def _buffer(self, name: str, value: torch.Tensor) -> torch.Tensor:
-            self.register_buffer(name, value.detach().float().cpu().contiguous().clone())
-            return getattr(self, name)
-
-        def _stack(self, prefix: str, params: list) -> list:
-            return [None if p is None else (self._buffer(f"{prefix}{i}_w", p[0]),
-                                            self._buffer(f"{prefix}{i}_b", p[1]))
-                    for i, p in enumerate(params)]
-
-        @staticmethod
-        def _mlp(x: torch.Tensor, layers: list) -> torch.Tensor:
-            for p in layers:
-                x = torch.relu(x) if p is None else x @ p[0] + p[1]
-            return x
+            self.net = copy.deepcopy(net).float().cpu().eval()
+            self.net.inference_form = True
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            h = x.transpose(0, 1)  # (B, T, F) -> (T, B, F)
-            for w, b in self.convs:
-                p = nn.functional.pad(h, (0, 0, 0, 0, 1, 1))  # zero row before and after: (T+2, B, C)
-                taps = torch.cat([p[:-2], p[1:-1], p[2:]], dim=-1)  # (T, B, 3C)
-                h = torch.relu(taps @ w + b)  # (T, B, C_out)
-            y = self.lstm(h)[0]  # (T, B, E)
-            last = y[-1]  # (B, E)
-            n, e = last.shape
-            q = (last @ self.wq + self.bq).reshape(n, self.heads, -1).transpose(0, 1)  # (h, B, d)
-            qk = (q @ self.wk).permute(1, 2, 0)  # (h, B, E) -> (B, E, h)
-            yb = y.transpose(0, 1)  # (B, T, E)
-            att = torch.softmax(yb @ qk, dim=1)  # (B, T, h); the q . bk term is constant in t
-            pooled = att.transpose(1, 2) @ yb  # (B, h, E)
-            a = (pooled.transpose(0, 1) @ self.wv).transpose(0, 1).reshape(n, e) + self.bv  # (B, E)
-            z = nn.functional.layer_norm(last + a @ self.wo + self.bo, self.norm_shape,
-                                         self.norm_w, self.norm_b, self.norm_eps)
-            z = self._mlp(z, self.funnel)  # (B, 32)
-            rul = self._mlp(z, self.rul_head).clamp(0.0, self.cap).squeeze(-1)  # (B,) in [0, cap]
-            return rul, torch.softmax(self._mlp(z, self.health_head), dim=-1)  # (B,), (B, 3)
+            out = self.net(x)
+            return out.rul, torch.softmax(out.health, dim=-1)
 
-    return _ExportNet(model).eval()
+    return _Inference(model).eval()
 
 
 def model_fingerprint(model: AMNL, window: int) -> str:
@@ -250,7 +164,7 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
     with tempfile.TemporaryDirectory(prefix="amnl-onnx-") as tmp:
         fp32 = Path(tmp) / ONNX_FILES["fp32"]
         _torch_export(net, example, fp32)
-        proto = onnx.load(str(fp32))
+        proto = lean_graph(onnx.load(str(fp32)))
         _set_metadata(proto, props)
         if not int8:
             onnx.save(proto, str(path))

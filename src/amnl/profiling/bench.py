@@ -32,16 +32,20 @@ from typing import Any
 import numpy as np
 
 from amnl.config import MB
-from amnl.profiling.flops import GRAPH_OF_RUNTIME, flops_per_window
+from amnl.profiling.flops import GRAPH_OF_RUNTIME, GRAPHS, flops_per_window
 from amnl.profiling.machine import machine_info
 from amnl.profiling.peaks import PEAK_FOR_PRECISION, matmul_peaks
 from amnl.profiling.threads import resolve_threads, torch_threads
 
 logger = logging.getLogger(__name__)
 
-#: (runtime, precision) pairs benchmarked on a CPU, in table order.
-RUNTIME_SPECS = (("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"),
+#: (runtime, precision) pairs benchmarked on a CPU, in table order. ``torch-full`` is the
+#: torch runtime on the network's layers as training runs them (self-attention over every step:
+#: the torch model before issue #21), side by side with its inference form.
+RUNTIME_SPECS = (("torch-full", "fp32"), ("torch", "fp32"), ("torch", "bf16"), ("torch", "int8"),
                  ("onnx", "fp32"), ("onnx", "int8"))
+#: Runtimes whose peak RSS is measured (``torch-full`` has the torch row's process).
+RSS_RUNTIMES = ("torch", "onnx")
 #: Window lengths of the spec (30) and of the memory study (50).
 DEFAULT_WINDOWS = (30, 50)
 LATENCY_BATCH = 1
@@ -140,9 +144,14 @@ class BenchRow:
 
 def _make_runtime(runtime: str, precision: str, model: Any, window: int, threads: int,
                   onnx_dir: Path) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
-    if runtime == "torch":
+    if runtime in ("torch", "torch-full"):
+        import copy
+
         from amnl.inference.runtime import TorchRuntime
 
+        if runtime == "torch-full":
+            model = copy.deepcopy(model)
+            model.inference_form = False
         return TorchRuntime(model, device="cpu", precision=precision, batch_size=THROUGHPUT_BATCH)
     from amnl.inference.onnx_runtime import OnnxRuntime
 
@@ -205,7 +214,7 @@ def bench_runtimes(model: Any, *, windows: tuple[int, ...] = DEFAULT_WINDOWS,
         if rss_source is not None:
             rss_window = 30 if 30 in windows else windows[0]
             for row in rows:
-                if row.window == rss_window:
+                if row.window == rss_window and row.runtime in RSS_RUNTIMES:
                     row.rss_mb = peak_rss_mb(row.runtime, row.precision, model, rss_source,
                                              rss_window, threads, onnx_dir)
     return rows
@@ -302,7 +311,7 @@ def run_bench(model: Any, *, source: str, windows: tuple[int, ...] = DEFAULT_WIN
         "machine": machine_info("cpu", threads), "model": source, "units": {"rss_mb": "MB = 10^6 bytes"},
         "peaks": {k: v / 1e9 for k, v in peaks.items()}, "peaks_foreign_cpu": share.value,
         "flops": {f"{g}_w{w}": flops_per_window(model.config, w, graph=g)
-                  for w in windows for g in ("torch", "onnx")},
+                  for w in windows for g in GRAPHS},
         "rows": [asdict(r) for r in rows], "seconds": time.perf_counter() - t0,
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

@@ -5,21 +5,24 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-#: The graph each runtime runs: the network as written (torch) or the export's rewrite (onnx).
-GRAPH_OF_RUNTIME = {"torch": "torch", "onnx": "onnx"}
+#: The graph each runtime runs: the network's inference form (torch and ONNX Runtime alike:
+#: last-step attention) or, for ``torch-full``, its layers as training runs them.
+GRAPH_OF_RUNTIME = {"torch": "inference", "onnx": "inference", "torch-full": "training"}
+GRAPHS = ("inference", "training")
 
 
 # -- FLOPs ------------------------------------------------------------------------------------
 
-def flops_per_window(config: Any, window: int, *, graph: str = "torch") -> dict[str, int]:
+def flops_per_window(config: Any, window: int, *, graph: str = "inference") -> dict[str, int]:
     """Multiply-add FLOPs (2 per MAC) of one window, by component; element-wise ops excluded.
 
     Args:
         config: an :class:`amnl.config.ModelConfig`.
         window: window length T.
-        graph: ``torch`` (the network as written: attention over all T queries) or ``onnx``
-            (the exported graph: the last query only, with key/value projections moved to the
-            query side; see :mod:`amnl.export.onnx`).
+        graph: ``inference`` (eval mode, every runtime: the last step's query only, the
+            key/value projections moved to the query side, see
+            :meth:`amnl.model.network.TemporalAttention.last_step`) or ``training`` (self-attention
+            over all T queries, as training computes it).
 
     Returns:
         FLOPs per component (``cnn``, ``lstm``, ``attention``, ``funnel``, ``heads``) and
@@ -27,7 +30,7 @@ def flops_per_window(config: Any, window: int, *, graph: str = "torch") -> dict[
 
     Example:
         >>> flops_per_window(ModelConfig(), 30)["total"]  # doctest: +SKIP
-        201849856
+        139703936
     """
     t, h = window, config.lstm_hidden
     chans = [config.in_features, *config.cnn_channels]
@@ -37,12 +40,12 @@ def flops_per_window(config: Any, window: int, *, graph: str = "torch") -> dict[
         lstm += 2 * t * 2 * 4 * h * (inp + h)  # 2 directions, 4 gates, input + recurrent
         inp = 2 * h
     e, heads = 2 * h, config.attn_heads
-    if graph == "torch":
+    if graph == "training":
         attention = 2 * t * e * 3 * e + 2 * 2 * t * t * e + 2 * t * e * e
-    elif graph == "onnx":
+    elif graph == "inference":
         attention = 4 * (2 * e * e) + 2 * 2 * t * e * heads  # q, Wk^T q, Wv, out; scores, pool
     else:
-        raise ValueError(f"graph must be torch or onnx, got {graph!r}")
+        raise ValueError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
 
     def mlp(widths: list[int]) -> int:
         return sum(2 * a * b for a, b in itertools.pairwise(widths))

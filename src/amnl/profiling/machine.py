@@ -71,12 +71,30 @@ def describe(info: dict[str, Any]) -> str:
     line = info["cpu"]
     if info.get("cpu_family"):
         line += f" (family {info['cpu_family']}, model {info['cpu_model']})"
+    if info.get("cpu_flags") is not None:
+        line += f", {isa_summary(info['cpu_flags'])}"
     line += f", {info['cores']} cores"
     if info.get("threads"):
         line += f", {info['threads']} threads"
     if info.get("gpu"):
         line += f", {info['gpu']}"
     return line
+
+
+#: The x86 flags that set a CPU's matrix-multiply peaks, as :func:`isa_summary` names them.
+PEAK_FLAGS = (("VNNI", "avx512_vnni"), ("BF16", "avx512_bf16"), ("AMX", "amx_int8"))
+
+
+def isa_summary(flags: list[str]) -> str:
+    """``AVX-512 VNNI: yes, BF16: yes, AMX: no``: the flags that set the peaks (``AVX2 only``
+    on a CPU without AVX-512; empty where neither is listed, e.g. ARM)."""
+    have = set(flags)
+    if not have & {"avx2", "avx512f"}:
+        return ""
+    if "avx512f" not in have:
+        return "AVX2 only (no AVX-512)" + (", AVX-VNNI" if "avx_vnni" in have else "")
+    return ", ".join(f"{'AVX-512 ' if name == 'VNNI' else ''}{name}: {'yes' if flag in have else 'no'}"
+                     for name, flag in PEAK_FLAGS)
 
 
 #: CPU flags under which oneDNN runs bf16 matrix multiplies natively (x86).

@@ -65,10 +65,10 @@ def serving_threads(inference: InferenceConfig) -> InferenceConfig:
 def export_for_serving(run_dir: Path, precision: str) -> Path:
     """An exported folder of ``run_dir`` for the onnx runtime, made once in a child process
     (so the serving process never imports torch) and kept in the user cache, named by the
-    run's model id."""
-    from amnl.export.onnx import copy_calibration  # a file copy: no torch behind it
+    run's model id and the export's graph format (a newer amnl exports again)."""
+    from amnl.export.onnx import FORMAT_VERSION, copy_calibration  # no torch behind them
 
-    folder = cache_dir(EXPORT_SUBDIR) / model_id(run_dir)
+    folder = cache_dir(EXPORT_SUBDIR) / f"{model_id(run_dir)}-format{FORMAT_VERSION}"
     target = folder / ONNX_FILES[precision]
     if target.is_file() and all((folder / f).is_file() for f in PREPROCESS_FILES):
         copy_calibration(run_dir, folder)  # a calibration made since the export
