@@ -20,6 +20,13 @@ process imports neither torch nor scikit-learn::
     .venv/bin/python benchmarks/bench_inference.py rss --export export/fd001 --precision int8 \\
         --input ../shared/data/CMAPSS/test_FD001.txt
 
+Where ONNX Runtime spends its time, per operator (its own profiler), for the bundled model's
+export with and without the lean passes of ``amnl.export.graph`` and for any other ONNX files
+given (e.g. an export made by an older amnl), side by side in one run::
+
+    .venv/bin/python benchmarks/bench_inference.py ops --threads 2 --batch 64 \
+        --onnx before-int8=/path/to/old/model_int8.onnx
+
 Median over repeated ``speed`` runs (the host's speed drifts from run to run)::
 
     .venv/bin/python benchmarks/bench_inference.py summary benchmarks/results/bench-*.json
@@ -146,6 +153,53 @@ def _chunks(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _ops(args: argparse.Namespace) -> None:
+    import tempfile
+
+    import numpy as np
+
+    from amnl.export.onnx import export_onnx
+    from amnl.profiling.machine import describe, machine_info
+    from amnl.profiling.ort_ops import format_split, op_time_splits, optimized_graph_ops
+    from amnl.rundir import bundled_dir, load_run
+
+    source = args.run or bundled_dir("FD001")
+    cfg, pre, model = load_run(source)
+    x = _real_windows(pre, cfg.data.subset, args.data_dir, args.batch)
+    if x is None:
+        x = np.random.default_rng(0).standard_normal(
+            (args.batch, cfg.data.window, cfg.data.n_features), dtype=np.float32)
+    files = dict(f.split("=", 1) for f in args.onnx)
+    with tempfile.TemporaryDirectory(prefix="amnl-ops-") as tmp:
+        for precision in args.precisions.split(","):
+            for lean in (False, True):
+                name = f"{'lean' if lean else 'plain'}-{precision}"
+                files[name] = export_onnx(model, Path(tmp) / f"{name}.onnx", cfg.data.window,
+                                          int8=precision == "int8", lean=lean)
+        splits = op_time_splits(files, x, threads=args.threads, runs=args.runs)  # interleaved
+        graphs = {name: dict(optimized_graph_ops(path, args.threads)) for name, path in files.items()}
+    machine = machine_info("cpu", args.threads)
+    print(f"{describe(machine)}; model {source}; batch {args.batch}; {args.runs} runs each")
+    print(format_split(splits))
+    out = args.out or RESULTS / f"ort-ops-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "model": str(source), "batch": args.batch,
+                               "files": {k: str(v) for k, v in files.items()},
+                               "splits": splits, "optimized_graph_ops": graphs,
+                               "table": format_split(splits)}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def _real_windows(pre: Any, subset: str, data_dir: Path, n: int):
+    """The first ``n`` windows of the model's test file, when the data are at hand."""
+    from amnl.data.cmapss import read_table, subset_files
+
+    test = subset_files(data_dir, subset)["test"]
+    if not test.is_file():
+        return None
+    return pre.windows(read_table(test)).arrays()[:n]
+
+
 def _rss(args: argparse.Namespace) -> None:
     from amnl.config import MB
     from amnl.data.cmapss import read_table
@@ -225,6 +279,17 @@ def main() -> None:
     m = sub.add_parser("summary", help="median table over repeated speed runs (their JSON files)")
     m.add_argument("files", nargs="+", type=Path)
     m.set_defaults(fn=_summary)
+    o = sub.add_parser("ops", help="ONNX Runtime's per-operator time split, graphs side by side")
+    o.add_argument("--run", type=Path, help="run directory (default: the bundled FD001 model)")
+    o.add_argument("--onnx", action="append", default=[], metavar="NAME=FILE",
+                   help="another ONNX file to profile beside the exports (repeatable)")
+    o.add_argument("--precisions", default="fp32,int8")
+    o.add_argument("--batch", type=int, default=64, help="windows per session.run (the runtime's chunk)")
+    o.add_argument("--runs", type=int, default=30)
+    o.add_argument("--threads", type=int, default=0)
+    o.add_argument("--data-dir", type=Path, default=Path("../shared/data/CMAPSS"))
+    o.add_argument("--out", type=Path)
+    o.set_defaults(fn=_ops)
     r = sub.add_parser("rss", help="peak RSS of an ONNX Runtime process on an exported folder")
     r.add_argument("--export", type=Path, required=True, help="folder or .onnx file of amnl export")
     r.add_argument("--input", type=Path, required=True, help="C-MAPSS text file of histories")

@@ -58,11 +58,14 @@ def _analytic(cfg, batch: int, window: int, elem: int) -> tuple[dict, dict]:
            "health_head": batch * cfg.n_health * elem}
     # the inference form's conv block (amnl.model.network.ConvBlock.time_last): BatchNorm
     # folded into the weights (3 + 3 tensors of C_out, the scaled and the reordered weights),
-    # then the padded input, the three taps stacked, the product, + bias, ReLU;
-    # every hidden Linear and its ReLU make one; the last Linear of a head makes one.
+    # the tap index (int64: T steps, 3 offsets, T x 3), then the padded input, the gathered
+    # taps, the product, + bias, ReLU; every hidden Linear and its ReLU make one; the last
+    # Linear of a head makes one.
     chans = [cfg.in_features, *cfg.cnn_channels]
-    act = {"cnn": sum((6 * co + 6 * ci * co + batch * (window + 2) * ci + 3 * batch * window * ci
-                       + 3 * batch * window * co) * elem for ci, co in itertools.pairwise(chans)),
+    index = 8 * (window + 3 + 3 * window)
+    act = {"cnn": sum(index + (6 * co + 6 * ci * co + batch * (window + 2) * ci
+                               + 3 * batch * window * ci + 3 * batch * window * co) * elem
+                      for ci, co in itertools.pairwise(chans)),
            "funnel": sum(2 * batch * w * elem for w in cfg.funnel),
            "rul_head": sum(2 * batch * w * elem for w in cfg.rul_head) + batch * elem,
            "health_head": (sum(2 * batch * w * elem for w in cfg.health_head)

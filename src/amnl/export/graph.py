@@ -8,7 +8,11 @@ function; none knows the AMNL network:
 * :func:`fold_batch_first_lstm_output`: the exporter writes a batch-first LSTM's output as
   ``Transpose(0, 2, 1, 3)`` to (T, B, dirs, H), ``Reshape`` to (T, B, dirs * H) and
   ``Transpose(1, 0, 2)`` to (B, T, E): two copies of the largest activation. One
-  ``Transpose(2, 0, 1, 3)`` to (B, T, dirs, H) and the same ``Reshape`` give it directly.
+  ``Transpose(2, 0, 1, 3)`` to (B, T, dirs, H) and the same ``Reshape`` give it directly;
+* :func:`drop_zero_lstm_states`: the exporter builds each LSTM's zero initial state at run
+  time (``Shape``, ``ConstantOfShape``, ``Slice`` ... a dozen nodes); an omitted initial state
+  is zero by the ONNX specification;
+* :func:`prune_dead_nodes` and :func:`prune_initializers` remove what no output needs.
 """
 
 from __future__ import annotations
@@ -147,6 +151,52 @@ def fold_batch_first_lstm_output(model: Any) -> int:
     return done
 
 
+def _is_zero_fill(graph: Any, name: str, producer: dict) -> bool:
+    """Whether ``name`` is zeros made at run time: ``ConstantOfShape`` of value 0 (the default),
+    through shape-only ops (``Slice``, ``Unsqueeze``, ``Reshape``, ``Expand``, ``Squeeze``)."""
+    onnx = _onnx()
+    node = producer.get(name)
+    while node is not None and node.op_type in ("Slice", "Unsqueeze", "Reshape", "Expand", "Squeeze"):
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "ConstantOfShape":
+        return False
+    value = _attr(node, "value")
+    return value is None or not np.any(onnx.numpy_helper.to_array(value))
+
+
+def drop_zero_lstm_states(model: Any) -> int:
+    """Omit every LSTM ``initial_h`` / ``initial_c`` input that is zeros made at run time
+    (ONNX: an omitted initial state is zero). Returns the count of inputs dropped."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    done = 0
+    for node in graph.node:
+        if node.op_type != "LSTM":
+            continue
+        for i in (5, 6):  # initial_h, initial_c
+            if i < len(node.input) and node.input[i] and _is_zero_fill(graph, node.input[i], producer):
+                node.input[i] = ""
+                done += 1
+        while node.input and node.input[-1] == "":  # trailing optional inputs can go
+            del node.input[-1]
+    return done
+
+
+def prune_dead_nodes(model: Any) -> int:
+    """Drop nodes none of whose outputs reach a graph output. Returns the count."""
+    graph = model.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(graph.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    dropped = len(graph.node) - len(keep)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    return dropped
+
+
 def prune_initializers(model: Any) -> int:
     """Drop initializers no node reads. Returns the count."""
     graph = model.graph
@@ -164,6 +214,8 @@ def lean_graph(model: Any) -> Any:
     onnx = _onnx()
     gemm_to_matmul(model)
     fold_batch_first_lstm_output(model)
+    drop_zero_lstm_states(model)
+    prune_dead_nodes(model)
     prune_initializers(model)
     onnx.checker.check_model(model)
     return model

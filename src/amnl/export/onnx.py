@@ -130,7 +130,7 @@ def model_fingerprint(model: AMNL, window: int) -> str:
 
 
 def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool = False,
-                metadata: dict[str, Any] | None = None) -> Path:
+                metadata: dict[str, Any] | None = None, lean: bool = True) -> Path:
     """Write ``model`` as an ONNX file with a dynamic batch axis.
 
     Args:
@@ -142,6 +142,8 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
         metadata: extra ``metadata_props`` (strings; other values are JSON-encoded), e.g. the
             run config and feature names. The weights' fingerprint, window, precision and
             format version are always added.
+        lean: apply :func:`amnl.export.graph.lean_graph` (``False`` only to measure what
+            it buys: ``benchmarks/bench_inference.py ops``).
 
     Returns:
         ``path``.
@@ -164,7 +166,9 @@ def export_onnx(model: AMNL, path: str | os.PathLike, window: int, *, int8: bool
     with tempfile.TemporaryDirectory(prefix="amnl-onnx-") as tmp:
         fp32 = Path(tmp) / ONNX_FILES["fp32"]
         _torch_export(net, example, fp32)
-        proto = lean_graph(onnx.load(str(fp32)))
+        proto = onnx.load(str(fp32))
+        if lean:
+            lean_graph(proto)
         _set_metadata(proto, props)
         if not int8:
             onnx.save(proto, str(path))

@@ -23,7 +23,7 @@ import numpy as np
 WARMUP_RUNS = 3
 
 
-def _session(path: str | os.PathLike, threads: int, **options: Any):
+def _session(path: str | os.PathLike, threads: int, *, spin: bool = True, **options: Any):
     from amnl.extras import require
     from amnl.inference.onnx_runtime import session_options
 
@@ -31,6 +31,8 @@ def _session(path: str | os.PathLike, threads: int, **options: Any):
     so = session_options(threads)
     for key, value in options.items():
         setattr(so, key, value)
+    if not spin:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
@@ -61,14 +63,32 @@ def op_time_split(path: str | os.PathLike, x: np.ndarray, *, threads: int = 0,
         session.run}}, "kernel_ms": sum of the ops per run, "run_ms": median session.run time
         by the profiler, "batch", "runs", "graph_nodes"}``; ops sorted by time, largest first.
     """
+    return op_time_splits({"graph": path}, x, threads=threads, runs=runs)["graph"]
+
+
+def op_time_splits(paths: dict[str, str | os.PathLike], x: np.ndarray, *, threads: int = 0,
+                   runs: int = 20) -> dict[str, dict[str, Any]]:
+    """:func:`op_time_split` of several files, their runs interleaved (one run of each in
+    turn), so that a host whose speed drifts during the measurement affects them alike.
+
+    With more than one file the sessions' threads do not spin between runs (ONNX Runtime's
+    ``session.intra_op.allow_spinning`` = 0): a pool left spinning by one session takes the
+    cores from the next one's run."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="amnl-ortprof-") as tmp:
-        sess = _session(path, threads, enable_profiling=True,
-                        profile_file_prefix=str(Path(tmp) / "prof"))
-        feed = {sess.get_inputs()[0].name: x}
+        sessions = {name: _session(path, threads, spin=len(paths) == 1, enable_profiling=True,
+                                   profile_file_prefix=str(Path(tmp) / f"prof{i}"))
+                    for i, (name, path) in enumerate(paths.items())}
+        feeds = {name: {sess.get_inputs()[0].name: x} for name, sess in sessions.items()}
         for _ in range(WARMUP_RUNS + runs):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
+            for name, sess in sessions.items():
+                sess.run(None, feeds[name])
+        events = {name: json.loads(Path(sess.end_profiling()).read_text())
+                  for name, sess in sessions.items()}
+    return {name: _split(ev, runs, len(x)) for name, ev in events.items()}
+
+
+def _split(events: list[dict], runs: int, batch: int) -> dict[str, Any]:
     model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
     if len(model_runs) < WARMUP_RUNS + runs:
         raise RuntimeError(f"ONNX Runtime's profile has {len(model_runs)} runs, expected "
@@ -88,7 +108,7 @@ def op_time_split(path: str | os.PathLike, x: np.ndarray, *, threads: int = 0,
            for op, us in sorted(time_us.items(), key=lambda kv: -kv[1])}
     return {"ops": ops, "kernel_ms": total / 1e3 / runs,
             "run_ms": float(np.median([e["dur"] for e in timed])) / 1e3,
-            "batch": len(x), "runs": runs, "graph_nodes": sum(n["nodes"] for n in ops.values())}
+            "batch": batch, "runs": runs, "graph_nodes": sum(n["nodes"] for n in ops.values())}
 
 
 def format_split(splits: dict[str, dict[str, Any]]) -> str:
