@@ -44,20 +44,25 @@ BUDGETS_MB = (40.0, 30.0)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 
 
-def _model():
+def _model(form: str = "inference"):
+    """The published ``base`` network, random init (seed 0), in its inference form (what eval
+    mode runs) or, ``form="training"``, with the layers as training runs them (full attention:
+    the model before issue #21)."""
     torch.manual_seed(0)
-    return create_model("base")
+    model = create_model("base")
+    model.inference_form = form == "inference"
+    return model
 
 
 def run_profile(args) -> dict:
     report = profile_inference(
-        _model(), precisions=[args.precision], windows=args.windows, batch_sizes=args.batch_sizes,
+        _model(args.form), precisions=[args.precision], windows=args.windows, batch_sizes=args.batch_sizes,
         device=args.device, warmup=args.warmup, repeats=args.repeats,
-        rss_source={"size": "base"} if args.rss else None,
-        model_info={"source": "random-init", "size": "base"},
+        rss_source={"size": "base"} if args.rss and args.form == "inference" else None,
+        model_info={"source": "random-init", "size": "base", "form": args.form},
         progress=lambda line: print(f"  {line}", flush=True))
     stem = (f"profile_{args.device}_{args.precision}_w{'-'.join(map(str, args.windows))}"
-            f"_t{torch.get_num_threads()}")
+            f"_t{torch.get_num_threads()}{f'-{args.tag}' if args.tag else ''}")
     out = RESULTS / f"{stem}.json"
     report.save_json(out)
     print(f"{'W':>3} {'batch':>5} {'peak MB':>8} {'weights':>8} {'activ.':>8} {'worksp.':>8} "
@@ -163,6 +168,11 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-rss", dest="rss", action="store_false")
     p.add_argument("--plot", action="store_true")
+    p.add_argument("--form", choices=("inference", "training"), default="inference",
+                   help="eval mode's inference form (default) or the layers as training runs "
+                        "them (full attention; its RSS is not measured: a fresh process builds "
+                        "the inference form)")
+    p.add_argument("--tag", default="", help="suffix of the result file's name")
     c = sub.add_parser("chunking", help="batch 256 unchunked vs planner-sized chunks")
     c.add_argument("--repeats", type=int, default=7)
     for s in (p, c):

@@ -381,8 +381,9 @@ class InferenceConfig:
     never a constructor."""
     batch_size: int | str = "auto"
     """Windows per forward pass, or ``auto``: the planner's largest batch within
-    ``memory_budget_mb`` and half the free memory (torch; measured at load), and
-    :data:`amnl.inference.onnx_runtime.DEFAULT_CHUNK` for onnx."""
+    ``memory_budget_mb`` and half the free memory (torch; measured at load), and for onnx
+    :func:`amnl.inference.onnx_runtime.auto_chunk` (64 windows a run, fewer on a machine or
+    in a cgroup with under 340 MB)."""
     memory_budget_mb: float | None = DEFAULT_MEMORY_BUDGET_MB
     """With ``auto``: the most peak tensor memory (weights included) one pass may take, MB
     (None: half the free memory only)."""

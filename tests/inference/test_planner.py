@@ -174,3 +174,46 @@ def test_plan_command_errors(tmp_path):
     r = CliRunner().invoke(app, ["plan", "--memory-mb", "40", "--profile",
                                  str(_profile_json(tmp_path)), "--window", "50"])
     assert r.exit_code == 2 and "no fit for fp32 window 50" in r.output
+
+
+def test_onnx_chunk_follows_the_memory_limit():
+    from amnl.inference.onnx_runtime import DEFAULT_CHUNK, auto_chunk
+
+    assert auto_chunk(30, 24 * 10**9) == DEFAULT_CHUNK
+    assert [auto_chunk(30, mb * 10**6) for mb in (512, 256, 128, 64)] == [64, 32, 16, 8]
+    assert auto_chunk(50, 128 * 10**6) < auto_chunk(30, 128 * 10**6)  # longer windows, fewer
+    assert auto_chunk(30, 1) == 8  # never below the smallest choice
+
+
+def test_memory_limit_is_the_cgroup_limit_when_smaller(tmp_path):
+    """A real cgroup v1 memory cgroup (root and a writable controller, else skipped): a
+    process inside it sees the cgroup's limit, and its ONNX runtime picks a smaller chunk."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from amnl.inference.planner import memory_limit_bytes
+
+    root = Path("/sys/fs/cgroup/memory")
+    if os.geteuid() != 0 or not (root / "memory.limit_in_bytes").is_file():
+        pytest.skip("needs root and a cgroup v1 memory controller")
+    total = memory_limit_bytes()
+    assert total is not None and total > 128 * 10**6
+    group = root / f"amnl-test-{os.getpid()}"
+    try:
+        group.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a memory cgroup: {exc}")
+    try:
+        (group / "memory.limit_in_bytes").write_text(str(200 * 10**6))
+        code = ("from amnl.inference.planner import memory_limit_bytes; "
+                "from amnl.inference.onnx_runtime import auto_chunk; "
+                "print(memory_limit_bytes(), auto_chunk(30))")
+        out = subprocess.run(["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh",
+                              sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True).stdout.split()
+        limit = (group / "memory.limit_in_bytes").read_text().strip()  # rounded to pages
+        assert out == [limit, "32"] and abs(int(limit) - 200 * 10**6) < 10**5
+    finally:
+        group.rmdir()

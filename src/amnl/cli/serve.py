@@ -31,7 +31,8 @@ def serve(
         envvar="AMNL_API_TOKEN", show_envvar=True,
         help="Bearer token every write (POST, DELETE) must carry.")] = None,
     max_batch: Annotated[int | None, typer.Option(
-        help="Windows per forward pass at most (default: the runtime's measured batch).",
+        help="Windows per forward pass at most (default: the runtime's measured batch); "
+             "bounds the memory of a pass, e.g. 16 for a 128 MB box (docs/deployment.md).",
         show_default=False)] = None,
     max_wait_ms: Annotated[float, typer.Option(
         help="How long a batch waits for more readings after its first, ms.")] = 5.0,

@@ -84,12 +84,12 @@ def gemm_to_matmul(model: Any) -> int:
             weight = onnx.numpy_helper.to_array(inits[b]).T.copy()
             b = f"{b}_transposed"
             graph.initializer.append(onnx.numpy_helper.from_array(weight, b))
-        product = f"{node.output[0]}_matmul"
+        product, stem = f"{node.output[0]}_matmul", node.name or node.output[0]
         nodes.append(onnx.helper.make_node("MatMul", [node.input[0], b], [product],
-                                           name=f"{node.name}_matmul"))
+                                           name=f"{stem}_matmul"))
         if len(node.input) > 2 and node.input[2]:
             nodes.append(onnx.helper.make_node("Add", [product, node.input[2]], [node.output[0]],
-                                               name=f"{node.name}_add"))
+                                               name=f"{stem}_add"))
         else:
             nodes[-1].output[0] = node.output[0]
         done += 1

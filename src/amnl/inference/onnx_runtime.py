@@ -36,6 +36,16 @@ ONNX_PRECISIONS = RUNTIME_PRECISIONS["onnx"]
 #: 100 MB with runs of 64 against 230 MB with runs of 256. (On a Zen 5 host the sweep put 16-32
 #: at most 10 % ahead of 64, within that machine's run-to-run noise.)
 DEFAULT_CHUNK = 64
+#: Activation memory one window needs in a ``session.run``, per time step of the window:
+#: 0.65 MB a window at window 30 (INT8, 1 thread: 77 MB of anonymous memory after runs of 64
+#: against 46 MB after runs of 16, Intel Xeon family 6 model 207), almost all of it the LSTM's
+#: input projections and outputs. The arena keeps its peak for the session's life.
+ACTIVATION_BYTES_PER_STEP = 22_000
+#: The share of the memory limit (:func:`amnl.inference.planner.memory_limit_bytes`) the
+#: activations of one run may take when the chunk is chosen automatically.
+CHUNK_MEMORY_SHARE = 1 / 8
+#: The chunks :func:`auto_chunk` chooses from, largest first.
+CHUNK_CHOICES = (DEFAULT_CHUNK, 32, 16, 8)
 #: Sub-folder of the user cache (:func:`amnl.cache.cache_dir`) for on-the-fly exports.
 CACHE_SUBDIR = "onnx"
 #: Names of the graph's input and outputs (the export's contract).
@@ -63,6 +73,22 @@ def session_options(threads: int = 0):
     return so
 
 
+def auto_chunk(window: int, limit_bytes: int | None = None) -> int:
+    """Windows per ``session.run`` for a machine with ``limit_bytes`` of memory (default: this
+    process's limit, a cgroup's included): the largest of :data:`CHUNK_CHOICES` whose
+    activations take at most :data:`CHUNK_MEMORY_SHARE` of it. At window 30: 64 from 340 MB
+    up, 32 from 170 MB, 16 on a 128 MB box (docs/deployment.md, "Edge box")."""
+    from amnl.inference.planner import memory_limit_bytes
+
+    limit = memory_limit_bytes() if limit_bytes is None else limit_bytes
+    if limit is None:
+        return DEFAULT_CHUNK
+    for chunk in CHUNK_CHOICES:
+        if chunk * window * ACTIVATION_BYTES_PER_STEP <= limit * CHUNK_MEMORY_SHARE:
+            return chunk
+    return CHUNK_CHOICES[-1]
+
+
 class OnnxRuntime:
     """ONNX Runtime inference on CPU: scaled windows (N, W, F) -> (RUL (N,), probs (N, 3)).
 
@@ -71,7 +97,8 @@ class OnnxRuntime:
     Args:
         path: an ``.onnx`` file written by :func:`amnl.export.onnx.export_onnx`.
         threads: intra-op threads (0 = ONNX Runtime's default).
-        chunk: windows per ``session.run``; larger inputs are split.
+        chunk: windows per ``session.run``; larger inputs are split. None: :func:`auto_chunk`
+            for the file's window and this machine's (or cgroup's) memory.
 
     Example:
         >>> runtime = OnnxRuntime("export/model_int8.onnx", threads=2)  # doctest: +SKIP
@@ -80,15 +107,19 @@ class OnnxRuntime:
         ((256,), (256, 3))
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 0, chunk: int = DEFAULT_CHUNK) -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int = 0, chunk: int | None = None) -> None:
         ort = _ort()
-        if chunk < 1:
+        if chunk is not None and chunk < 1:
             raise ConfigError(f"chunk must be >= 1, got {chunk}")
-        self.path, self.chunk = Path(path), chunk
+        self.path = Path(path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: no such ONNX file")
         self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                             providers=["CPUExecutionProvider"])
+        if chunk is None:
+            window = self.session.get_inputs()[0].shape[1]
+            chunk = auto_chunk(window if isinstance(window, int) else 30)
+        self.chunk = chunk
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         from amnl.export.onnx import META_PRECISION  # a constant: no torch behind it
 
@@ -176,7 +207,7 @@ def export_file(path: str | os.PathLike, precision: str = "fp32") -> Path:
 
 
 def load_exported(path: str | os.PathLike, *, precision: str = "fp32", threads: int = 0,
-                  chunk: int = DEFAULT_CHUNK) -> tuple[RunConfig, Preprocessor, OnnxRuntime]:
+                  chunk: int | None = None) -> tuple[RunConfig, Preprocessor, OnnxRuntime]:
     """Config, preprocessing and ONNX runtime of an export, without importing torch.
 
     Args:
@@ -185,7 +216,7 @@ def load_exported(path: str | os.PathLike, *, precision: str = "fp32", threads: 
             fp32) or ``model_int8.onnx`` (int8) is used.
         precision: which file of a folder to use.
         threads: intra-op threads (0 = ONNX Runtime's default).
-        chunk: windows per ``session.run``.
+        chunk: windows per ``session.run`` (None: :func:`auto_chunk`).
 
     Returns:
         ``(RunConfig, Preprocessor, OnnxRuntime)``: ``pre.windows(table, last_only=True)``

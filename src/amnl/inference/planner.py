@@ -287,6 +287,47 @@ def free_memory_bytes(device: str = "cpu") -> int | None:
         return None
 
 
+#: Where the cgroup file systems are mounted (v2: one hierarchy; v1: one per controller).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: cgroup v1 reports "no limit" as a number near 2^63.
+_NO_LIMIT = 1 << 60
+
+
+def memory_limit_bytes() -> int | None:
+    """The most memory this process may use: the machine's (``MemTotal``) or, when smaller,
+    its cgroup's limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, of the cgroup named in
+    ``/proc/self/cgroup``: a container or a ``systemd`` slice on an edge box). None when
+    neither can be read."""
+    limits = []
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    try:
+        groups = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        groups = []
+    for line in groups:
+        _id, controllers, path = line.split(":", 2)
+        path = path.lstrip("/")
+        if controllers == "":  # v2
+            candidates = [CGROUP_ROOT / path / "memory.max"]
+        elif "memory" in controllers.split(","):  # v1
+            candidates = [CGROUP_ROOT / "memory" / path / "memory.limit_in_bytes"]
+        else:
+            continue
+        for f in candidates:
+            try:
+                text = f.read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit() and int(text) < _NO_LIMIT:
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
 def batch_size_for_free_memory(fit: MemoryFit, *, device: str = "cpu",
                                fraction: float = DEFAULT_FREE_FRACTION,
                                budget_bytes: float | None = None,

@@ -160,12 +160,12 @@ class Predictor:
 
     @classmethod
     def _load_export(cls, onnx_file: Path, inference: InferenceConfig) -> Predictor:
-        from amnl.inference.onnx_runtime import DEFAULT_CHUNK, load_exported
+        from amnl.inference.onnx_runtime import load_exported
 
         if inference.runtime != "onnx":
             raise ModelError(f"{onnx_file}: an ONNX export runs with the onnx runtime "
                              "(--runtime onnx), not torch")
-        chunk = DEFAULT_CHUNK if inference.auto_batch else int(inference.batch_size)
+        chunk = None if inference.auto_batch else int(inference.batch_size)  # None: by memory
         cfg, pre, runtime = load_exported(onnx_file, precision=inference.precision,
                                           threads=inference.threads, chunk=chunk)
         if runtime.precision != inference.precision:
