@@ -234,18 +234,20 @@ def _summary(args: argparse.Namespace) -> None:
             runtime = r.get("runtime", r.get("engine"))  # old rows: "engine"
             cells.setdefault((runtime, r["precision"], r["window"]), []).append(r)
     peaks = {k: np.median([run["peaks"][k] for run in runs]) for k in runs[0]["peaks"]}
-    print(f"{len(runs)} runs; median matmul peak GFLOP/s: "
-          + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
-    print("| runtime | precision | window | b1 p50 ms (min-max) | b1 p95 ms | b256 windows/s (min-max) "
-          "| % of peak | peak RSS MB | max foreign |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print(f"{len(runs)} runs; median matmul peak GFLOP/s (int8: GOP/s): "
+          + ", ".join(f"{k} {v:,.0f}" for k, v in peaks.items()))
+    m = runs[0].get("machine", {})
+    host = m.get("cpu", "?") + (f" {m['cpu_family']}/{m['cpu_model']}" if m.get("cpu_family") else "")
+    print("| host | runtime | precision | window | b1 p50 ms (min-max) | b1 p95 ms | b256 windows/s (min-max) "
+          "| MFLOP / window | % of peak | peak RSS MB | max foreign |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (runtime, precision, window), rs in cells.items():
         def col(key, rs=rs):
             return np.array([r[key] for r in rs if r.get(key) is not None], dtype=float)
         p50, tput, rss = col("p50_ms"), col("throughput"), col("rss_mb")
-        print(f"| {runtime} | {precision} | {window} | {np.median(p50):.2f} ({p50.min():.2f}-{p50.max():.2f}) "
+        print(f"| {host} | {runtime} | {precision} | {window} | {np.median(p50):.2f} ({p50.min():.2f}-{p50.max():.2f}) "
               f"| {np.median(col('p95_ms')):.2f} | {np.median(tput):,.0f} ({tput.min():,.0f}-{tput.max():,.0f}) "
-              f"| {np.median(col('fraction_of_peak')):.0%} {rs[0]['peak']} "
+              f"| {rs[0]['flops_per_window'] / 1e6:.1f} | {np.median(col('fraction_of_peak')):.0%} {rs[0]['peak']} "
               f"| {f'{np.median(rss):.0f}' if len(rss) else '-'} | {col('foreign_cpu').max():.0%} |")
 
 

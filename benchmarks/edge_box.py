@@ -217,8 +217,10 @@ def serve(cap: MemoryCap, export: Path, data: Path, seconds: float, folder: Path
                 time.sleep(0.2)
         if result["started"]:
             result.update(_feed(url, data, seconds))
-            result["drain_seconds"] = _drained(url, result["acked"])
-            result["predicted_all"] = result["drain_seconds"] is not None
+            drain, result["predicted"] = _drained(url, result["acked"])
+            result["drain_seconds"], result["predicted_all"] = drain, drain is not None
+            # predictions a second from the first reading to the last prediction (or the timeout)
+            result["predicted_per_s"] = result["predicted"] / (result["seconds"] + (drain or 300))
             stat = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             result["major_faults"] = int(stat[9])  # pages read back from disk (evicted code)
             status = Path(f"/proc/{proc.pid}/status").read_text()
@@ -279,34 +281,45 @@ def _feed(url: str, data: Path, seconds: float) -> dict:
             "post_p99_ms": float(np.percentile(lat, 99))}
 
 
-def _drained(url: str, acked: int, timeout: float = 120) -> float | None:
-    """Seconds until every acknowledged reading has its prediction (None: not in ``timeout``)."""
+def _drained(url: str, acked: int, timeout: float = 300) -> tuple[float | None, int]:
+    """Seconds until every acknowledged reading has its prediction (None: not in ``timeout``),
+    and the predictions stored by then."""
     import httpx
 
     t0 = time.monotonic()
+    predicted = 0
     while time.monotonic() - t0 < timeout:
-        text = httpx.get(url + "/metrics", timeout=30).text
+        text = httpx.get(url + "/metrics", timeout=60).text
         m = re.search(r"^amnl_predictions_total ([\d.e+]+)$", text, re.MULTILINE)
-        if m and float(m.group(1)) >= acked:
-            return time.monotonic() - t0
+        predicted = int(float(m.group(1))) if m else 0
+        if predicted >= acked:
+            return time.monotonic() - t0, predicted
         time.sleep(0.2)
-    return None
+    return None, predicted
 
 
 # -- the table --------------------------------------------------------------------------------
 
 def table(rows: list[dict]) -> str:
     head = ("cap MB", "workload", "ran", "peak RSS MB", "anon MB", "cgroup peak MB", "b1 p50/p99 ms",
-            "windows/s", "readings acked/s", "post p50/p99 ms")
+            "windows/s", "readings acked/s", "post p50/p99 ms", "predicted/s")
     lines = [head]
     for r in rows:
         ok = r.get("returncode") == 0 or (r["workload"] == "serve" and r.get("predicted_all"))
-        lines.append((str(r["cap_mb"]), r["workload"],
-                      "yes" if ok else ("OOM-killed" if r.get("oom_killed") else f"no ({r.get('returncode')})"),
+        if ok:
+            ran = "yes"
+        elif r.get("oom_killed"):
+            ran = "OOM-killed"
+        elif r["workload"] == "serve" and r.get("acked"):
+            ran = f"acks; {r.get('predicted', 0):,} of {r['acked']:,} predicted in 300 s"
+        else:
+            ran = f"no ({r.get('returncode')})"
+        lines.append((str(r["cap_mb"]), r["workload"], ran,
                       _f(r.get("peak_rss_mb")), _f(r.get("anon_rss_mb")), _f(r.get("cgroup_peak_mb")),
                       f"{r['b1_p50_ms']:.2f} / {r['b1_p99_ms']:.2f}" if "b1_p50_ms" in r else "-",
                       _f(r.get("windows_per_s"), ",.0f"), _f(r.get("acked_per_s"), ",.0f"),
-                      f"{r['post_p50_ms']:.1f} / {r['post_p99_ms']:.1f}" if "post_p50_ms" in r else "-"))
+                      f"{r['post_p50_ms']:.1f} / {r['post_p99_ms']:.1f}" if "post_p50_ms" in r else "-",
+                      _f(r.get("predicted_per_s"), ",.0f")))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
 
