@@ -270,15 +270,19 @@ def test_bench_runtimes_smoke(tmp_path):
 
     torch.manual_seed(0)
     threads = torch.get_num_threads()
-    rows = bench_runtimes(create_model("tiny"), windows=(8,), specs=(("torch", "fp32"), ("onnx", "int8")),
+    rows = bench_runtimes(create_model("tiny"), windows=(8,),
+                          specs=(("torch", "fp32"), ("torch-full", "fp32"), ("onnx", "int8")),
                           threads=threads + 1, peaks={"fp32": 1e11, "int8": 4e11},
                           latency_seconds=0.05, throughput_seconds=0.05, onnx_dir=tmp_path,
                           rss_source={"size": "tiny"})
     assert torch.get_num_threads() == threads  # measured with threads + 1, then put back
-    assert [(r.runtime, r.precision) for r in rows] == [("torch", "fp32"), ("onnx", "int8")]
+    assert [(r.runtime, r.precision) for r in rows] == [("torch", "fp32"), ("torch-full", "fp32"),
+                                                         ("onnx", "int8")]
     for r in rows:
-        assert r.p50_ms > 0 and r.throughput > 0 and 0 < r.fraction_of_peak and r.rss_mb > 10
-    assert rows[0].rul_max_abs_diff == 0.0
+        assert r.p50_ms > 0 and r.throughput > 0 and 0 < r.fraction_of_peak
+    assert rows[0].rss_mb > 10 and rows[2].rss_mb > 10 and rows[1].rss_mb is None
+    assert rows[0].rul_max_abs_diff == 0.0 and rows[1].rul_max_abs_diff < 1e-4  # the same function
+    assert rows[1].flops_per_window > rows[0].flops_per_window  # full attention costs more
     assert "onnx" in format_table(rows)
 
 
@@ -316,6 +320,8 @@ def test_bench_measures_only_what_is_asked_and_checks_out_first(tmp_path):
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert sorted(json.loads(out.read_text())["peaks"]) == ["int8"]
+    assert "matmul peak, measured now: int8" in res.output and "GOP/s" in res.output
+    assert "% peak" in res.output and "MFLOP/win" in res.output
     assert time.perf_counter() - t0 < 60
     res = runner.invoke(app, ["bench", "--random-init", "--size", "tiny", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "is a folder" in res.stderr and "matmul peak" not in res.output
