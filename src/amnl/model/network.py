@@ -1,6 +1,9 @@
 """AMNL: CNN -> BiLSTM -> multi-head self-attention -> FC funnel -> RUL head + health head.
 
-Shapes use B = batch, T = window length, F = input features.
+Shapes use B = batch, T = window length, F = input features. Eval mode runs the network's
+inference form (time-last convolutions with BatchNorm folded in, attention of the last step
+only), the same function as the layers as training runs them and the one implementation every
+runtime uses, torch and the ONNX export alike (:attr:`AMNL.inference_form`).
 """
 
 from __future__ import annotations
