@@ -176,6 +176,19 @@ def load_preprocessor(directory: str | os.PathLike, config: RunConfig) -> Prepro
     return Preprocessor.load(directory, config.data)
 
 
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a temporary file beside it and a rename, so that a
+    crash never leaves half a file (mode from the umask)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if isinstance(data, str):
+        tmp.write_text(data)
+    else:
+        tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
 def save_weights(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
     """Write the state dict as safetensors, optionally cast (e.g. ``torch.float16``).
 
@@ -187,10 +200,7 @@ def save_weights(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | 
 
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
              for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(save(state))
-    os.replace(tmp, path)
+    write_atomic(path, save(state))
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Preprocessor, AMNL]:

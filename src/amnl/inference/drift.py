@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from amnl.errors import ModelError
-from amnl.rundir import DRIFT_FILE
+from amnl.rundir import DRIFT_FILE, write_atomic
 
 #: Recent readings per condition the PSI is computed over.
 WINDOW = 2000
@@ -105,16 +105,10 @@ class DriftReference:
         return self.psi_threshold
 
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / DRIFT_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT_VERSION, "features": self.features,
-                                   "edges": self.edges.tolist(),
-                                   "expected": self.expected.tolist(),
-                                   "centers": self.centers.tolist(),
-                                   "tolerance": self.tolerance,
-                                   "psi_threshold": self.psi_threshold}) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(Path(directory) / DRIFT_FILE, json.dumps(
+            {"format": FORMAT_VERSION, "features": self.features, "edges": self.edges.tolist(),
+             "expected": self.expected.tolist(), "centers": self.centers.tolist(),
+             "tolerance": self.tolerance, "psi_threshold": self.psi_threshold}) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> DriftReference | None:

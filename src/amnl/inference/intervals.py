@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from amnl.errors import ConfigError, ModelError
-from amnl.rundir import CALIBRATION_FILE
+from amnl.rundir import CALIBRATION_FILE, write_atomic
 
 #: Default coverage of an interval.
 DEFAULT_COVERAGE = 0.8
@@ -116,11 +116,8 @@ class RulIntervals:
 
     # -- the file ---------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        path = Path(directory) / CALIBRATION_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"format": FORMAT_VERSION, **asdict(self)}, indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_atomic(Path(directory) / CALIBRATION_FILE,
+                            json.dumps({"format": FORMAT_VERSION, **asdict(self)}, indent=2) + "\n")
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> RulIntervals | None:

@@ -66,7 +66,10 @@ def export_for_serving(run_dir: Path, precision: str) -> Path:
     """An exported folder of ``run_dir`` for the onnx runtime, made once in a child process
     (so the serving process never imports torch) and kept in the user cache, named by the
     run's model id and the export's graph format (a newer amnl exports again)."""
-    from amnl.export.onnx import FORMAT_VERSION, copy_calibration  # no torch behind them
+    from amnl.export.onnx import (  # no torch behind them
+        FORMAT_VERSION,
+        copy_calibration,
+    )
 
     folder = cache_dir(EXPORT_SUBDIR) / f"{model_id(run_dir)}-format{FORMAT_VERSION}"
     target = folder / ONNX_FILES[precision]
@@ -299,6 +302,7 @@ class FleetService:
         (assets with a recorded failure, or just ``asset_id``), over every cycle and at each
         asset's last one."""
         from amnl.evaluate.metrics import nasa_score, rmse
+        from amnl.inference.intervals import coverage_and_width
 
         rows = self.store.failed_predictions(asset_id)
         cap = self.predictor.config.data.rul_cap
@@ -310,12 +314,11 @@ class FleetService:
             true = np.array([min(r["failure_cycle"] - r["cycle"], cap) for r in items], float)
             pred = np.array([r["rul"] for r in items], float)
             out = {"n": len(items), "rmse": rmse(pred, true), "nasa": nasa_score(pred, true)}
-            bounded = [r for r in items if r["rul_lower"] is not None]
-            if bounded:
-                t = np.array([min(r["failure_cycle"] - r["cycle"], cap) for r in bounded])
-                lo = np.array([r["rul_lower"] for r in bounded])
-                hi = np.array([r["rul_upper"] for r in bounded])
-                out["interval_coverage"] = float(((t >= lo) & (t <= hi)).mean())
+            bounded = np.array([r["rul_lower"] is not None for r in items])
+            if bounded.any():
+                lo = np.array([r["rul_lower"] for r in items if r["rul_lower"] is not None], float)
+                hi = np.array([r["rul_upper"] for r in items if r["rul_lower"] is not None], float)
+                out["interval_coverage"] = coverage_and_width(lo, hi, true[bounded])["interval_coverage"]
             return out
 
         assets = {a: {**score(items), "failure_cycle": items[0]["failure_cycle"],
