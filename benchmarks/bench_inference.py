@@ -157,6 +157,7 @@ def _ops(args: argparse.Namespace) -> None:
     import tempfile
 
     import numpy as np
+    from results_file import write_results
 
     from amnl.export.onnx import export_onnx
     from amnl.profiling.machine import describe, machine_info
@@ -181,13 +182,10 @@ def _ops(args: argparse.Namespace) -> None:
     machine = machine_info("cpu", args.threads)
     print(f"{describe(machine)}; model {source}; batch {args.batch}; {args.runs} runs each")
     print(format_split(splits))
-    out = args.out or RESULTS / f"ort-ops-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "model": str(source), "batch": args.batch,
-                               "files": {k: str(v) for k, v in files.items()},
-                               "splits": splits, "optimized_graph_ops": graphs,
-                               "table": format_split(splits)}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results({"machine": machine, "model": str(source), "batch": args.batch,
+                   "files": {k: str(v) for k, v in files.items()}, "splits": splits,
+                   "optimized_graph_ops": graphs, "table": format_split(splits)},
+                  args.out, "ort-ops")
 
 
 def _real_windows(pre: Any, subset: str, data_dir: Path, n: int):

@@ -44,8 +44,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 MB = 10**6
 AMNL = [sys.executable, "-m", "amnl"]
@@ -320,8 +320,9 @@ def table(rows: list[dict]) -> str:
                       _f(r.get("windows_per_s"), ",.0f"), _f(r.get("acked_per_s"), ",.0f"),
                       f"{r['post_p50_ms']:.1f} / {r['post_p99_ms']:.1f}" if "post_p50_ms" in r else "-",
                       _f(r.get("predicted_per_s"), ",.0f")))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
+    from amnl.profiling.text import align_columns
+
+    return align_columns(lines, left=3)
 
 
 def _f(v, fmt: str = ".0f") -> str:
@@ -368,12 +369,8 @@ def main() -> None:
                 cap.close()
     print(f"{describe(machine)}; one core ({EDGE_CORE}) for the workloads")
     print(table(rows))
-    out = args.out or RESULTS / f"edge-box-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": machine, "export": str(args.export),
-                               "serve_args": args.serve_args, "command": sys.argv, "rows": rows,
-                               "table": table(rows)}, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results({"machine": machine, "export": str(args.export), "serve_args": args.serve_args,
+                   "command": sys.argv, "rows": rows, "table": table(rows)}, args.out, "edge-box")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results
 
 AMNL = [sys.executable, "-m", "amnl"]
 
@@ -161,10 +162,7 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print(describe(results["machine"]))
-    out = args.out or Path("benchmarks/results") / f"score-scale-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, args.out, "score-scale")
 
 
 if __name__ == "__main__":

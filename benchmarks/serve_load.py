@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_file import write_results
 
 AMNL = [sys.executable, "-m", "amnl"]
 SUBSETS = ("FD001", "FD002", "FD003", "FD004")
@@ -422,10 +423,7 @@ def main() -> None:
     print(f"runtime alone at batch {on['max_batch']}: {results['runtime_windows_per_s']:.0f} "
           "windows/s")
     print(describe(results["machine"]))
-    out = args.out or Path("benchmarks/results") / f"serve-load-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_results(results, args.out, "serve-load")
 
 
 if __name__ == "__main__":

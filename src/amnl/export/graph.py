@@ -151,7 +151,7 @@ def fold_batch_first_lstm_output(model: Any) -> int:
     return done
 
 
-def _is_zero_fill(graph: Any, name: str, producer: dict) -> bool:
+def _is_zero_fill(name: str, producer: dict) -> bool:
     """Whether ``name`` is zeros made at run time: ``ConstantOfShape`` of value 0 (the default),
     through shape-only ops (``Slice``, ``Unsqueeze``, ``Reshape``, ``Expand``, ``Squeeze``)."""
     onnx = _onnx()
@@ -174,7 +174,7 @@ def drop_zero_lstm_states(model: Any) -> int:
         if node.op_type != "LSTM":
             continue
         for i in (5, 6):  # initial_h, initial_c
-            if i < len(node.input) and node.input[i] and _is_zero_fill(graph, node.input[i], producer):
+            if i < len(node.input) and node.input[i] and _is_zero_fill(node.input[i], producer):
                 node.input[i] = ""
                 done += 1
         while node.input and node.input[-1] == "":  # trailing optional inputs can go

@@ -4,15 +4,15 @@ The exported graph is a trace of :class:`amnl.model.network.AMNL` itself in eval
 inference form (time-last convolutions as one MatMul over three time taps with BatchNorm
 folded in, last-step attention with the key and value projections moved to the query side;
 see :mod:`amnl.model.network`) is what the torch runtime runs too, so there is one
-implementation of the network. Two generic passes then make the traced graph lean for ONNX
+implementation of the network. Generic passes then make the traced graph lean for ONNX
 Runtime (:mod:`amnl.export.graph`):
 
 * every ``Gemm`` (what the exporter writes for ``nn.Linear`` on 2-D input) becomes ``MatMul``
-  + ``Add``: ONNX Runtime's dynamic quantiser only rewrites ``MatMul``, ``Conv``, ``LSTM`` and
-  ``Attention``, so this is what makes the attention's projections, the funnel and both heads
-  INT8 too;
+  + ``Add``, so that the INT8 quantiser reaches the attention's projections, the funnel and
+  both heads whatever its version (ONNX Runtime 1.32's also rewrites the traced Gemms itself);
 * the exporter's batch-first LSTM output (``Transpose`` to time-first, ``Reshape``, then
-  ``Transpose`` back to batch-first) becomes one ``Transpose`` + ``Reshape``.
+  ``Transpose`` back to batch-first) becomes one ``Transpose`` + ``Reshape``;
+* the LSTMs' zero initial states, built at run time by the exporter, are omitted.
 
 ONNX Runtime's ``LSTM`` kernel is time-first only (it rejects ``layout=1``), so one transpose
 before each LSTM layer remains. Per-operator time before and after:

@@ -262,6 +262,17 @@ def plan_batch(fit: MemoryFit, memory_bytes: float, *, max_batch: int = DEFAULT_
                 bool(fit.max_measured_batch) and b > fit.max_measured_batch)
 
 
+def _meminfo(key: str) -> int | None:
+    """One ``/proc/meminfo`` entry (``key`` with its colon), bytes; None when unreadable."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def free_memory_bytes(device: str = "cpu") -> int | None:
     """Memory a new allocation can use now, bytes; None when it cannot be read.
 
@@ -275,12 +286,9 @@ def free_memory_bytes(device: str = "cpu") -> int | None:
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(free + max(cached, 0))
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith(MEMINFO_KEY):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = _meminfo(MEMINFO_KEY)
+    if available is not None:
+        return available
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
@@ -298,13 +306,8 @@ def memory_limit_bytes() -> int | None:
     its cgroup's limit (v2 ``memory.max``, v1 ``memory.limit_in_bytes``, of the cgroup named in
     ``/proc/self/cgroup``: a container or a ``systemd`` slice on an edge box). None when
     neither can be read."""
-    limits = []
-    try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                limits.append(int(line.split()[1]) * 1024)
-    except OSError:
-        pass
+    total = _meminfo("MemTotal:")
+    limits = [] if total is None else [total]
     try:
         groups = Path("/proc/self/cgroup").read_text().splitlines()
     except OSError:

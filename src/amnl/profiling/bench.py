@@ -35,6 +35,7 @@ from amnl.config import MB
 from amnl.profiling.flops import GRAPH_OF_RUNTIME, GRAPHS, flops_per_window
 from amnl.profiling.machine import machine_info
 from amnl.profiling.peaks import PEAK_FOR_PRECISION, matmul_peaks
+from amnl.profiling.text import align_columns
 from amnl.profiling.threads import resolve_threads, torch_threads
 
 logger = logging.getLogger(__name__)
@@ -284,9 +285,7 @@ def format_table(rows: list[BenchRow]) -> str:
                       "-" if r.fraction_of_peak is None else f"{100 * r.fraction_of_peak:.0f}% {r.peak}",
                       "-" if r.rss_mb is None else f"{r.rss_mb:.0f}", f"{r.rul_max_abs_diff:.3f}",
                       "-" if r.foreign_cpu is None else f"{100 * r.foreign_cpu:.0f}%"))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in
-                               enumerate(zip(line, widths))) for line in lines)
+    return align_columns(lines, left=2)
 
 
 def run_bench(model: Any, *, source: str, windows: tuple[int, ...] = DEFAULT_WINDOWS,

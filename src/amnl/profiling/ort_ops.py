@@ -113,6 +113,8 @@ def _split(events: list[dict], runs: int, batch: int) -> dict[str, Any]:
 
 def format_split(splits: dict[str, dict[str, Any]]) -> str:
     """A table of several :func:`op_time_split` results side by side (columns: their names)."""
+    from amnl.profiling.text import align_columns
+
     names = list(splits)
     ops = list(dict.fromkeys(op for s in splits.values() for op in s["ops"]))
     head = ["op", *[f"{n} ms (share, nodes)" for n in names]]
@@ -126,6 +128,4 @@ def format_split(splits: dict[str, dict[str, Any]]) -> str:
     lines.append(["kernels total", *[f"{splits[n]['kernel_ms']:.3f} ({splits[n]['graph_nodes']} nodes)"
                                      for n in names]])
     lines.append(["session.run median", *[f"{splits[n]['run_ms']:.3f}" for n in names]])
-    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
-                               enumerate(zip(r, widths))) for r in lines)
+    return align_columns(lines)
