@@ -23,7 +23,7 @@ class DataError(AmnlError, ValueError):
     """
 
     def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
-                 column: int | None = None) -> None:
+                 column: int | None = None, row: int | None = None) -> None:
         where = ""
         if path is not None:
             where = str(path)
@@ -36,6 +36,8 @@ class DataError(AmnlError, ValueError):
         self.path = path
         self.line = line
         self.column = column
+        self.row = row
+        """The row of an in-memory batch the error is about (not in the message)."""
 
 
 class ModelError(AmnlError):

@@ -94,6 +94,20 @@ def test_a_bad_value_names_the_cycle_and_leaves_the_state_alone():
     assert state.to_bytes() == before
 
 
+def test_a_bad_value_in_a_fleet_step_names_its_asset_by_row():
+    """``DataError.row`` says which asset of a fleet step is at fault (the service points the
+    client at that reading's field with it)."""
+    table = synthetic_table(n_units=3, seed=2)
+    pre = Preprocessor(DataConfig(window=5)).fit(table)
+    online = OnlineFeatures(pre)
+    states = [online.new_state() for _ in range(3)]
+    rows = table.values[table.starts, :][:, RAW].copy()
+    rows[1, READING_COLUMNS.index("s_2")] = np.inf
+    with pytest.raises(DataError, match=r"^b cycle 1: s_2") as info:
+        online.step_many(states, np.ones(3, np.int64), rows, ["a", "b", "c"])
+    assert info.value.row == 1
+
+
 def test_a_snapshot_that_is_not_one_is_refused():
     with pytest.raises(DataError):
         AssetState.from_bytes(b"AMNS" + b"\0" * 10)

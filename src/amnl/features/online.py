@@ -149,7 +149,7 @@ class OnlineFeatures:
             r, c = (int(i) for i in np.argwhere(bad)[0])
             who = label[r] if isinstance(label, list) else label
             raise DataError(f"{who} cycle {int(cycles[r])}: {self.names[c]} ({x[r, c]:g}) is "
-                            "not finite once scaled by the training statistics")
+                            "not finite once scaled by the training statistics", row=r)
         return cond, scaled
 
     def step(self, state: AssetState, cycles: np.ndarray, raw: np.ndarray, *,
@@ -194,6 +194,9 @@ class OnlineFeatures:
 
         Returns:
             float32 (n, W, F) windows, int64 (n,) conditions, float32 (n, len(names)) z-scores.
+
+        Raises:
+            DataError: as :meth:`step`; its ``row`` is the index of the offending asset.
         """
         cycles = np.asarray(cycles, np.int64)
         cond, scaled = self.scale(cycles, raw, label=labels)
@@ -236,7 +239,7 @@ class OnlineFeatures:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise DataError(f"{labels[i]} cycle {int(cycles[i])}: a smoothed feature is not "
-                            "finite (a value too large for the smoothing)")
+                            "finite (a value too large for the smoothing)", row=i)
         for i, s in enumerate(states):
             if cfg.smoothing < 1.0:
                 s.fast = fast64[i]

@@ -302,10 +302,8 @@ class Writer:
                         np.array([c for _, _, c, _, _ in single]),
                         np.stack([r for _, _, _, r, _ in single]),
                         [f"asset {a}" for a, _, _, _, _ in single])
-                except DataError as exc:
-                    who = str(exc).split(" cycle ")[0].removeprefix("asset ")
-                    loc = next(lc for a, _, _, _, lc in single if a == who)
-                    raise ApiError(422, loc, str(exc), "value_error") from None
+                except DataError as exc:  # exc.row: the asset's place in the fleet step
+                    raise ApiError(422, single[exc.row][4], str(exc), "value_error") from None
                 observed.append((np.stack([r for _, _, _, r, _ in single])[:, self.online.settings],
                                  cond, z))
                 for (a, e, c, r, _), w in zip(single, windows):
