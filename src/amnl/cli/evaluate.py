@@ -174,12 +174,11 @@ def calibrate(
     from amnl.evaluate.calibrate import drift_reference
 
     predictor = _predictor(run_dir, weights, None, runtime, precision, "cpu", threads)
-    intervals = run(fit, predictor, resolve_data_dir(data_dir), coverage=coverage)
-    folder = out or predictor.source
-    if folder.suffix == ".onnx":
-        folder = folder.parent
+    data = resolve_data_dir(data_dir)
+    intervals = run(fit, predictor, data, coverage=coverage)
+    folder = out or predictor.folder
     path = run(intervals.save, folder)
-    drift_path = run(run(drift_reference, predictor, resolve_data_dir(data_dir)).save, folder)
+    drift_path = run(run(drift_reference, predictor, data).save, folder)
     edges = [0, *intervals.edges]
     bands = ", ".join(f"{e:g}+: [{lo:+.1f}, {hi:+.1f}]" for e, lo, hi in
                       zip(edges, intervals.lower, intervals.upper))

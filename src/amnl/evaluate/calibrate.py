@@ -78,11 +78,11 @@ def drift_reference(predictor, data_dir: str | os.PathLike, *, seed: int = 0) ->
     ref = DriftReference.fit(pre.feature_names, cond, scaled, pre.conditions_.centers_,
                              SETTING_TOLERANCE)
     rng = np.random.default_rng(seed)
+    engines = [train.values[train.unit == u] for u in val_units]
     fleets = []
     for _ in range(SIMULATED_FLEETS):
-        cut = [train.values[train.unit == u] for u in val_units]
         fleet = EngineTable(train.path, np.concatenate(
-            [v[: rng.integers(1, len(v) + 1)] for v in cut]))
+            [v[: rng.integers(1, len(v) + 1)] for v in engines]))
         c, z = pre.scale(fleet)
         fleets.append((fleet.columns(SETTING_COLUMNS), c, z))
     ref.set_threshold(fleets)

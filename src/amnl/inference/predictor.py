@@ -123,9 +123,16 @@ class Predictor:
     drift: DriftReference | None = None
     """The training input distribution found with the model (``drift.json``), if any."""
 
+    @property
+    def folder(self) -> Path | None:
+        """The model's folder (a run directory, bundled model or exported folder)."""
+        if self.source is None:
+            return None
+        return self.source.parent if self.source.suffix == ".onnx" else self.source
+
     def __post_init__(self) -> None:
-        if self.source is not None:
-            folder = self.source.parent if self.source.suffix == ".onnx" else self.source
+        folder = self.folder
+        if folder is not None:
             if self.intervals is None:
                 self.intervals = RulIntervals.load(folder)
             if self.drift is None:
