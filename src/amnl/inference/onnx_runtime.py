@@ -37,9 +37,10 @@ ONNX_PRECISIONS = RUNTIME_PRECISIONS["onnx"]
 #: at most 10 % ahead of 64, within that machine's run-to-run noise.)
 DEFAULT_CHUNK = 64
 #: Activation memory one window needs in a ``session.run``, per time step of the window:
-#: 0.65 MB a window at window 30 (INT8, 1 thread: 77 MB of anonymous memory after runs of 64
-#: against 46 MB after runs of 16, Intel Xeon family 6 model 207), almost all of it the LSTM's
-#: input projections and outputs. The arena keeps its peak for the session's life.
+#: 0.65 MB a window at window 30 (INT8, one core: 84 MB of anonymous memory with runs of 64
+#: against 53 MB with runs of 16, ``benchmarks/edge_box.py``'s runtime rows, Intel Xeon family 6
+#: model 207), almost all of it the LSTM's input projections and outputs. The arena keeps its
+#: peak for the session's life.
 ACTIVATION_BYTES_PER_STEP = 22_000
 #: The share of the memory limit (:func:`amnl.inference.planner.memory_limit_bytes`) the
 #: activations of one run may take when the chunk is chosen automatically.

@@ -47,8 +47,7 @@ class ConvBlock(nn.Sequential):
 
         One matrix product over the three time taps (gathered in one indexing op), with
         BatchNorm's running statistics folded into its weights: no (B, C, T) transposes, and a
-        MatMul that an INT8 quantiser reaches. (ONNX Runtime's ``Conv`` ran the CNN at twice
-        the time, in 3 + 2 transposes; three slices and a concatenation took 3x the gather's.)
+        MatMul that an INT8 quantiser reaches (docs/deployment-inference.md).
         """
         conv, bn = self[0], self[1]
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (C_out,)
