@@ -23,13 +23,13 @@ def test_a_version_1_database_migrates_with_its_data(db_url):
                              "('e1', 3, 88.5, 'healthy', 0.9, 0.1, 0.0, 'm', 2.0)"))
     assert db.migrate(engine) == 1
     with engine.connect() as conn:
-        assert db.schema_version(conn) == db.SCHEMA_VERSION == 2
+        assert db.schema_version(conn) == db.SCHEMA_VERSION == 3
         row = conn.execute(sa.select(db.assets)).mappings().one()
         assert (row["rul"], row["rul_lower"], row["failure_cycle"]) == (88.5, None, None)
         pred = conn.execute(sa.select(db.predictions)).mappings().one()
         assert pred["rul"] == 88.5 and pred["rul_upper"] is None
         assert sa.inspect(conn).has_table("alerts")
-    assert db.migrate(engine) == 2  # idempotent
+    assert db.migrate(engine) == 3  # idempotent
     with engine.begin() as conn:
         db.set_meta(conn, "schema_version", "9")
     with pytest.raises(ConfigError, match="newer than this amnl"):

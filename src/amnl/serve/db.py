@@ -55,7 +55,7 @@ from amnl.features.online import READING_COLUMNS
 logger = logging.getLogger(__name__)
 
 #: The schema this code reads and writes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Longest asset id (the API validates it; the column holds it).
 ASSET_ID_LENGTH = 64
 
@@ -157,13 +157,7 @@ for _table, _name, _type in _V2_COLUMNS:
 
 def _migration_1(conn) -> None:
     """The first schema: meta, assets, readings, predictions (as version 1 had them)."""
-    v2 = {(t, c) for t, c, _ in _V2_COLUMNS}
-    v1 = MetaData()
-    for table in (meta, assets, readings, predictions):
-        Table(table.name, v1, *(Column(c.name, c.type, primary_key=c.primary_key,
-                                       nullable=c.nullable)
-                                for c in table.columns if (table.name, c.name) not in v2))
-    v1.create_all(conn)
+    _create_without(conn, (meta, assets, readings, predictions), [*_V2_COLUMNS, *_V3_COLUMNS])
 
 
 def _migration_2(conn) -> None:
@@ -171,12 +165,42 @@ def _migration_2(conn) -> None:
     q = conn.dialect.identifier_preparer.quote
     for table, name, sql_type in _V2_COLUMNS:
         conn.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(name)} {sql_type}")
-    metadata.create_all(conn, tables=[alerts, alert_events, webhook_deliveries,
-                                      webhook_attempts])
+    _create_without(conn, (alerts, alert_events, webhook_deliveries, webhook_attempts),
+                    _V3_COLUMNS)
+
+
+def _create_without(conn, tables, later: list[tuple]) -> None:
+    """Create ``tables`` without the columns a later version adds."""
+    skip = {(t, c) for t, c, _ in later}
+    old = MetaData()
+    for table in tables:
+        Table(table.name, old, *(Column(c.name, c.type, primary_key=c.primary_key,
+                                        nullable=c.nullable, autoincrement=c.autoincrement)
+                                 for c in table.columns if (table.name, c.name) not in skip),
+              *(Index(i.name, *[c.name for c in i.columns], unique=i.unique, **i.dialect_kwargs)
+                for i in table.indexes))
+    old.create_all(conn)
+
+
+#: Columns version 3 adds: the input warnings of each prediction (a JSON list of strings, NULL
+#: when there are none), of each asset's latest prediction, and of the prediction that raised
+#: an alert.
+_V3_COLUMNS = [("predictions", "warnings", "TEXT"), ("assets", "warnings", "TEXT"),
+               ("alerts", "warnings", "TEXT")]
+for _table, _name, _type in _V3_COLUMNS:
+    {"predictions": predictions, "assets": assets, "alerts": alerts}[_table].append_column(
+        Column(_name, Text, nullable=True))
+
+
+def _migration_3(conn) -> None:
+    """Input warnings stored with every prediction, the asset's latest one and each alert."""
+    q = conn.dialect.identifier_preparer.quote
+    for table, name, sql_type in _V3_COLUMNS:
+        conn.exec_driver_sql(f"ALTER TABLE {q(table)} ADD COLUMN {q(name)} {sql_type}")
 
 
 #: version -> the function that brings the previous version to it, in order.
-MIGRATIONS = {1: _migration_1, 2: _migration_2}
+MIGRATIONS = {1: _migration_1, 2: _migration_2, 3: _migration_3}
 
 
 def create_db_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
