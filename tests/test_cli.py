@@ -253,3 +253,62 @@ def test_conflicting_model_options_are_refused_everywhere(trained):
                 ["evaluate", "--data-dir", str(data)], ["export", "--out", "x.onnx"]):
         res = runner.invoke(app, [*cmd, "--run", str(run), "--weights", "FD001"])
         assert res.exit_code == 2 and "give at most one of --run, --weights" in res.stderr, cmd
+
+
+def test_export_names_its_file_by_precision(trained, tmp_path):
+    """#26 item 18: an INT8 export under the FP32 name (or the reverse) is refused before any
+    work; a folder --out gets the precision's own file, which predict then finds; a file of
+    another name is honoured as given."""
+    pytest.importorskip("onnxruntime")
+    data, run = trained
+    base = ["export", "--run", str(run), "--no-check"]
+    res = runner.invoke(app, [*base, "--int8", "--out", str(tmp_path / "exp" / "model.onnx")])
+    assert res.exit_code == 2 and "model.onnx is the fp32 file of an export folder" in res.stderr
+    assert "model_int8.onnx" in res.stderr and not (tmp_path / "exp" / "model.onnx").exists()
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "exp" / "model_int8.onnx")])
+    assert res.exit_code == 2 and "is the int8 file" in res.stderr
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "model.txt")])
+    assert res.exit_code == 2 and "--out must be a folder or a .onnx file" in res.stderr
+
+    res = runner.invoke(app, [*base, "--int8", "--out", str(tmp_path / "exp")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "exp" / "model_int8.onnx").is_file()
+    assert not (tmp_path / "exp" / "model.onnx").exists()
+    history = str(data / "test_FD001.txt")
+    res = runner.invoke(app, ["predict", "--input", history, "--run", str(tmp_path / "exp"),
+                              "--runtime", "onnx", "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads(res.stdout)) == 5
+
+    custom = tmp_path / "other" / "engine.onnx"
+    assert runner.invoke(app, [*base, "--int8", "--out", str(custom)]).exit_code == 0
+    res = runner.invoke(app, ["predict", "--input", history, "--run", str(custom),
+                              "--runtime", "onnx"])
+    assert res.exit_code == 2
+    assert "is an int8 export, not fp32; pass --precision int8" in res.stderr
+    res = runner.invoke(app, ["predict", "--input", history, "--run", str(custom),
+                              "--runtime", "onnx", "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+
+
+def test_calibrate_never_writes_into_the_package(tmp_path):
+    """#26 item 18: `amnl calibrate` without --out would rewrite the bundled model's
+    calibration inside the installed package: it is refused, and nothing there changes."""
+    from amnl.rundir import CALIBRATION_FILE, DRIFT_FILE, bundled_dir
+
+    folder = bundled_dir("FD001")
+    before = {n: (folder / n).read_bytes() for n in (CALIBRATION_FILE, DRIFT_FILE)}
+    for name in ("FD001", "FD003"):  # the bundled FD001 pools FD003's training engines
+        write_fleet(tmp_path / "data", name, n_train=8, n_test=2, seed=5)
+    for extra in ([], ["--weights", "FD001"]):
+        res = runner.invoke(app, ["calibrate", "--data-dir", str(tmp_path / "data"), *extra])
+        assert res.exit_code == 2, res.output
+        assert "inside the amnl package" in res.stderr and "--out" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+    assert {n: (folder / n).read_bytes() for n in before} == before
+    out = tmp_path / "calibrated"
+    res = runner.invoke(app, ["calibrate", "--data-dir", str(tmp_path / "data"), "--out",
+                              str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / CALIBRATION_FILE).is_file() and (out / DRIFT_FILE).is_file()
+    assert {n: (folder / n).read_bytes() for n in before} == before

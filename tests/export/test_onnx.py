@@ -200,7 +200,7 @@ def test_int8_weights_cannot_saturate_without_vnni(exported):
 
 @pytest.mark.parametrize("args, message", [
     (["--format", "tflite"], "--format must be one of onnx"),
-    (["--out", "model.txt"], "--out must name a .onnx file"),
+    (["--out", "model.txt"], "--out must be a folder or a .onnx file"),
     (["--weights", "FD001"], "give at most one of --run, --weights"),
 ])
 def test_cli_export_errors(tiny_run, tmp_path, args, message):

@@ -158,7 +158,8 @@ def calibrate(
     data_dir: DataDir = None,
     coverage: Annotated[float, typer.Option(help="Stated coverage of the interval.")] = 0.8,
     out: Annotated[Path | None, typer.Option(
-        help="Folder for calibration.json (default: the model's own folder).")] = None,
+        help="Folder for calibration.json and drift.json (default: the --run folder; "
+             "required for a bundled model).", show_default=False)] = None,
     runtime: Runtime = "torch",
     precision: Precision = "fp32",
     threads: Threads = 0,
@@ -168,15 +169,23 @@ def calibrate(
     Reads training files only (the seeded validation splits), never a test file;
     writes calibration.json (the intervals, which predict, evaluate, export and serve then
     use) and drift.json (the training engines' input distribution, for the service's drift).
+    A bundled model lives inside the installed package, which is never written: give --out,
+    or copy the model's folder and pass --run COPY.
     """
     from amnl.data.paths import resolve_data_dir
     from amnl.evaluate.calibrate import calibrate as fit
     from amnl.evaluate.calibrate import drift_reference
 
     predictor = _predictor(run_dir, weights, None, runtime, precision, "cpu", threads)
+    folder = out or predictor.folder
+    if out is None and _inside_package(folder):
+        raise fail(f"{folder} is a bundled model inside the amnl package, which calibrate does "
+                   "not write into; pass --out DIR for calibration.json and drift.json, or copy "
+                   f"the folder (cp -r {folder} my-model) and pass --run my-model")
+    if out is not None:
+        run(out.mkdir, parents=True, exist_ok=True)
     data = resolve_data_dir(data_dir)
     intervals = run(fit, predictor, data, coverage=coverage)
-    folder = out or predictor.folder
     path = run(intervals.save, folder)
     drift_path = run(run(drift_reference, predictor, data).save, folder)
     edges = [0, *intervals.edges]
@@ -186,6 +195,14 @@ def calibrate(
                f"{intervals.source['windows']} windows of held-out engines "
                f"({', '.join(intervals.source['subsets'])}); offsets by predicted RUL: {bands}; "
                f"wrote {path} and the drift reference {drift_path}")
+
+
+def _inside_package(path: Path) -> bool:
+    """True when ``path`` lies inside the installed amnl package (site-packages for a pip
+    install): the bundled models' folders."""
+    import amnl
+
+    return Path(path).resolve().is_relative_to(Path(amnl.__file__).resolve().parent)
 
 
 def register(app: typer.Typer) -> None:

@@ -20,8 +20,9 @@ PARITY_SEED = 0
 
 
 def export(
-    out: Annotated[Path, typer.Option("--out", help="The .onnx file to write; config.json and "
-                                      "preprocess.* are copied beside it.")],
+    out: Annotated[Path, typer.Option("--out", help="A folder (model.onnx is written there, "
+                                      "model_int8.onnx with --int8) or a .onnx file; config.json "
+                                      "and preprocess.* are copied beside it.")],
     fmt: Annotated[str, typer.Option("--format", help="Export format: onnx.")] = "onnx",
     int8: Annotated[bool, typer.Option("--int8", help="Quantise every MatMul and LSTM weight to "
                                        "INT8 (ONNX Runtime dynamic quantisation).")] = False,
@@ -39,14 +40,17 @@ def export(
     The export is then checked against PyTorch FP32 on real windows: FP32 within 0.01 cycles,
     INT8 within 2.5 cycles at the 99th percentile and 10 at most
     (amnl.export.onnx.PARITY_LIMITS). An export outside them is removed and the command fails.
+
+    An export folder holds model.onnx (fp32) and/or model_int8.onnx (int8): --out DIR writes
+    the right one, and a .onnx name of the other precision is refused. Use it with
+    `amnl predict --run DIR --runtime onnx [--precision int8]`.
     """
     from amnl.config import MB
     from amnl.export import onnx as ox
 
     if fmt not in EXPORT_FORMATS:
         raise fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    if out.suffix != ".onnx":
-        raise fail(f"--out must name a .onnx file, got {out}")
+    out = run(ox.export_target, out, int8=int8)
     run(ox.check_available)
     source = model_source(run_dir, weights, default=None)
     run(ox.export_run, source.directory, out, int8=int8)

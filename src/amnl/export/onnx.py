@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from amnl.errors import ModelError
+from amnl.errors import ConfigError, ModelError
 from amnl.export.graph import lean_graph
 from amnl.export.quantize import QUANTIZED_OP_TYPES, quantize_onnx
 from amnl.extras import require as _require_extra
@@ -233,21 +233,57 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
 
 
+def export_target(out: str | os.PathLike, *, int8: bool = False) -> Path:
+    """The ONNX file an export to ``out`` writes: ``out`` itself when it names a ``.onnx``
+    file, else the precision's file (:data:`FILE_FOR_PRECISION`) inside the folder ``out``.
+
+    A folder finds its files by these names (``Predictor.load(folder)`` with the onnx runtime
+    opens ``model.onnx`` for fp32 and ``model_int8.onnx`` for int8), so a ``.onnx`` file named
+    after the other precision is refused: it would be opened as the wrong one.
+
+    Raises:
+        ConfigError: ``out`` has another suffix, or is ``model.onnx`` for INT8 (or
+            ``model_int8.onnx`` for FP32).
+
+    Example:
+        >>> export_target("exp", int8=True).as_posix()
+        'exp/model_int8.onnx'
+    """
+    out = Path(out)
+    precision = "int8" if int8 else "fp32"
+    if out.is_dir() or not out.suffix:
+        return out / FILE_FOR_PRECISION[precision]
+    if out.suffix != ".onnx":
+        raise ConfigError(f"--out must be a folder or a .onnx file, got {out}")
+    for other, name in FILE_FOR_PRECISION.items():
+        if other != precision and out.name == name:
+            raise ConfigError(
+                f"--out {out}: {name} is the {other} file of an export folder, and this export "
+                f"is {precision}; pass --out {out.with_name(FILE_FOR_PRECISION[precision])} or "
+                f"the folder --out {out.parent}")
+    return out
+
+
 def export_run(model_dir: str | os.PathLike, out: str | os.PathLike, *, int8: bool = False) -> Path:
     """Export a run directory or bundled model folder to ``out`` and copy its preprocessing.
 
+    ``out`` is a ``.onnx`` file or a folder (:func:`export_target` says which file is written).
     ``config.json``, ``preprocess.npz`` and ``preprocess.json`` are copied beside ``out``
     (and the config, the feature names and the source's :func:`amnl.rundir.model_id` are
     embedded in the file's metadata), so the folder of ``out`` is enough for
     :func:`amnl.inference.onnx_runtime.load_exported` and ``Predictor.load``.
 
+    Returns:
+        The ONNX file written.
+
     Raises:
         ModelError: the folder of ``out`` already holds different preprocessing files, or
             ``model_dir`` is not a complete run directory.
+        ConfigError: ``out`` names the file of the other precision (see :func:`export_target`).
     """
     from amnl.rundir import load_run
 
-    src, out = Path(model_dir), Path(out)
+    src, out = Path(model_dir), export_target(out, int8=int8)
     cfg, pre, model = load_run(src)
     dst = out.parent
     dst.mkdir(parents=True, exist_ok=True)

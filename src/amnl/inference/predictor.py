@@ -176,7 +176,7 @@ class Predictor:
         cfg, pre, runtime = load_exported(onnx_file, precision=inference.precision,
                                           threads=inference.threads, chunk=chunk)
         if runtime.precision != inference.precision:
-            raise ModelError(f"{onnx_file} is a {runtime.precision} export, not "
+            raise ModelError(f"{onnx_file} is an {runtime.precision} export, not "
                              f"{inference.precision}; pass --precision {runtime.precision}")
         return cls(cfg, pre, runtime, _export_id(onnx_file, runtime.metadata), inference,
                    onnx_file)
