@@ -6,13 +6,10 @@
 """
 
 
-import csv
 import hmac
-import io
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 import numpy as np
@@ -25,10 +22,16 @@ from starlette.concurrency import run_in_threadpool
 from amnl import __version__
 from amnl.data.cmapss import COLUMNS, EngineTable
 from amnl.errors import DataError
-from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.online import READING_COLUMNS
-from amnl.serve.db import PROBABILITY_COLUMNS
 from amnl.serve.errors import ApiError
+from amnl.serve.responses import (
+    alert_out,
+    asset_out,
+    ingest_out,
+    prediction_out,
+    predictions_csv,
+    stateless_out,
+)
 from amnl.serve.schemas import (
     ASSET_ID_PATTERN,
     ERRORS,
@@ -44,48 +47,11 @@ from amnl.serve.schemas import (
 )
 from amnl.serve.service import FleetService
 from amnl.serve.settings import ServeSettings
-from amnl.serve.writer import AssetReadings
 
 #: ``open`` (both active states) or one state.
 AlertFilter = Literal["open", "active_unacknowledged", "active_acknowledged",
                       "cleared_unacknowledged", "cleared_acknowledged"]
 AssetPath = Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="The asset's id.")]
-
-
-def iso(t: float | None) -> str | None:
-    return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat()
-
-
-def prediction_out(row: dict) -> dict:
-    return {"asset_id": row["asset_id"], "cycle": row.get("predicted_cycle", row.get("cycle")),
-            "rul": row["rul"], "rul_lower": row.get("rul_lower"), "rul_upper": row.get("rul_upper"),
-            "health": row["health"],
-            "probabilities": {c: row[f"p_{c}"] for c in HEALTH_CLASSES},
-            "model_id": row["model_id"], "time": iso(row["predicted_at"])}
-
-
-def asset_out(row: dict) -> dict:
-    predicted = row["predicted_cycle"]
-    return {"asset_id": row["asset_id"], "first_cycle": row["first_cycle"],
-            "last_cycle": row["last_cycle"], "n_readings": row["n_readings"],
-            "pending": row["last_cycle"] - (predicted if predicted is not None
-                                            else row["first_cycle"] - 1),
-            "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
-            "failure_cycle": row.get("failure_cycle"),
-            "prediction": prediction_out(row) if predicted is not None else None}
-
-
-def alert_out(row: dict) -> dict:
-    return {"id": row["id"], "asset_id": row["asset_id"], "rule": row["rule"],
-            "severity": row["severity"], "state": row["state"], "message": row["message"],
-            "raised": {"at": iso(row["raised_at"]), "cycle": row["raised_cycle"],
-                       "value": row["raised_value"]},
-            "acknowledged": None if row["acknowledged_at"] is None else {
-                "at": iso(row["acknowledged_at"]), "cycle": row["acknowledged_cycle"],
-                "note": row["ack_note"]},
-            "cleared": None if row["cleared_at"] is None else {
-                "at": iso(row["cleared_at"]), "cycle": row["cleared_cycle"],
-                "value": row["cleared_value"]}}
 
 
 class _Limits:
@@ -184,49 +150,14 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
-    def to_parts(readings, asset_of, prefix: list) -> list[AssetReadings]:
-        """Readings grouped by asset in order, checked: required columns present, each asset's
-        cycles increasing by one within the request. ``prefix`` locates ``readings`` in the
-        body."""
-        need = service.online.required  # the model is loaded by the lifespan
-        groups: dict[str, tuple[list, list, list]] = {}
-        for i, r in enumerate(readings):
-            d = r.__dict__
-            for c in need:
-                if d[c] is None:
-                    raise ApiError(422, [*prefix, i, c], f"{c} is required by the model "
-                                   f"(it reads {', '.join(need)})", "missing")
-            a = asset_of(r)
-            cycles, raws, locs = groups.setdefault(a, ([], [], []))
-            if cycles and d["cycle"] != cycles[-1] + 1:
-                raise ApiError(422, [*prefix, i, "cycle"], f"asset {a}: cycle {d['cycle']} "
-                               f"follows cycle {cycles[-1]} in this request; expected "
-                               f"{cycles[-1] + 1}", "cycle_order",
-                               expected_cycle=cycles[-1] + 1)
-            cycles.append(d["cycle"])
-            raws.append([np.nan if d[c] is None else d[c] for c in READING_COLUMNS])
-            locs.append([*prefix, i])
-        return [AssetReadings(a, np.array(c, np.int64), np.array(r, np.float64), loc)
-                for a, (c, r, loc) in groups.items()]
-
-    def ingest_out(summary: list[dict]) -> dict:
-        return {"accepted": sum(s["accepted"] for s in summary),
-                "duplicates": sum(s["duplicates"] for s in summary), "assets": summary}
-
-    def reject(parts_error: ApiError, n: int) -> None:
-        service.metrics.rejected.labels(parts_error.detail[0]["type"]).inc(n)
-
     @app.post("/v1/assets/{asset_id}/readings", response_model=IngestOut, responses=ERRORS,
               dependencies=writes, tags=["readings"])
     async def post_asset_readings(asset_id: AssetPath, body: AssetReadingsIn):
         """Store one or more consecutive cycles of one asset, atomically; answers once they
         are durable. A re-sent cycle with the same values is a no-op; with other values a 409;
         a gap or an out-of-order cycle a 422 naming the expected cycle."""
-        try:
-            parts = to_parts(body.readings, lambda _r: asset_id, ["body", "readings"])
-        except ApiError as exc:
-            reject(exc, len(body.readings))
-            raise
+        parts = service.validate([r.__dict__ for r in body.readings], ["body", "readings"],
+                                 asset_id)
         return ingest_out(await service.ingest(parts))
 
     @app.post("/v1/readings", response_model=IngestOut, responses=ERRORS,
@@ -234,11 +165,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
     async def post_fleet_readings(body: FleetReadingsIn):
         """Store readings of many assets (a gateway posting one cycle of the whole fleet),
         atomically: one refused reading refuses the request, and nothing of it is stored."""
-        try:
-            parts = to_parts(body.readings, lambda r: r.asset_id, ["body", "readings"])
-        except ApiError as exc:
-            reject(exc, len(body.readings))
-            raise
+        parts = service.validate([r.__dict__ for r in body.readings], ["body", "readings"])
         return ingest_out(await service.ingest(parts))
 
     @app.get("/v1/assets", response_model=FleetOut, tags=["assets"])
@@ -273,17 +200,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         rows = service.store.predictions(asset_id, from_cycle=from_cycle, to_cycle=to_cycle,
                                          limit=limit)
         if format == "csv":
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["asset_id", "cycle", "rul", "rul_lower", "rul_upper", "health",
-                        *PROBABILITY_COLUMNS, "model_id", "time"])
-            for r in rows:
-                w.writerow([r["asset_id"], r["cycle"], f"{r['rul']:.4f}",
-                            *("" if r[k] is None else f"{r[k]:.4f}" for k in ("rul_lower",
-                                                                              "rul_upper")),
-                            r["health"], *(f"{r[c]:.6f}" for c in PROBABILITY_COLUMNS),
-                            r["model_id"], iso(r["predicted_at"])])
-            return PlainTextResponse(buf.getvalue(), media_type="text/csv", headers={
+            return PlainTextResponse(predictions_csv(rows), media_type="text/csv", headers={
                 "Content-Disposition": f'attachment; filename="{asset_id}-predictions.csv"'})
         return JSONResponse({"asset_id": asset_id,
                              "predictions": [prediction_out(r) for r in rows]})
@@ -303,8 +220,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         predict` gives), with warnings where the input lies outside the training range."""
         values, ids = [], []
         for k, h in enumerate(body.assets):
-            for part in to_parts(h.readings, lambda _r, a=h.asset_id: a,
-                                 ["body", "assets", k, "readings"]):
+            for part in service.validate([r.__dict__ for r in h.readings],
+                                         ["body", "assets", k, "readings"], h.asset_id):
                 values.append(np.column_stack([np.full(len(part.cycles), k + 1),
                                                part.cycles, part.raw]))
             ids.append(h.asset_id)
@@ -313,17 +230,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             out = service.predictor.predict_table(table)
         except DataError as exc:
             raise ApiError(422, ["body", "assets"], str(exc), "value_error") from None
-        lower = out.rul_lower if out.rul_lower is not None else [None] * len(out.unit)
-        upper = out.rul_upper if out.rul_upper is not None else [None] * len(out.unit)
-        preds = [{"asset_id": ids[int(u) - 1],
-                  "cycle": int(table.cycle[s + n - 1]),
-                  "rul": float(r), "rul_lower": None if lo is None else float(lo),
-                  "rul_upper": None if hi is None else float(hi),
-                  "health": HEALTH_CLASSES[int(np.argmax(p))],
-                  "probabilities": dict(zip(HEALTH_CLASSES, map(float, p))), "warnings": w}
-                 for u, r, p, w, s, n, lo, hi in zip(out.unit, out.rul, out.probabilities,
-                                                     out.warnings, table.starts, table.lengths,
-                                                     lower, upper)]
+        preds = stateless_out(out, table, ids)
         return {"model_id": service.predictor.model_id, "predictions": preds}
 
     @app.post("/v1/assets/{asset_id}/failure", responses=ERRORS, dependencies=writes,

@@ -15,13 +15,10 @@ import asyncio
 import logging
 import threading
 
-import numpy as np
-
 from amnl.data.cmapss import COLUMNS, load_subset
 from amnl.data.paths import sample_dir
 from amnl.features.online import READING_COLUMNS
 from amnl.serve.errors import ApiError
-from amnl.serve.writer import AssetReadings
 
 logger = logging.getLogger(__name__)
 
@@ -70,9 +67,11 @@ class Demo:
                 if self._stop.wait(1.0 / self.speed):
                     return
                 self.cycle = k + 1
-                parts = [AssetReadings(a, h[k: k + 1, 1].astype(np.int64), h[k: k + 1, _RAW],
-                                       [["demo", a, k]])
-                         for a, h in self.histories.items() if k < len(h)]
+                # the readings a gateway would post, through the same checks as the HTTP path
+                parts = self.service.validate(
+                    [{"asset_id": a, "cycle": int(h[k, 1]), **dict(zip(READING_COLUMNS,
+                                                                        h[k, _RAW].tolist()))}
+                     for a, h in self.histories.items() if k < len(h)], ["demo", k])
                 loop.run_until_complete(self.service.ingest(parts))
                 for a, h in self.histories.items():
                     if k == len(h) - 1:

@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from amnl.cache import cache_dir
 from amnl.config import InferenceConfig
 from amnl.errors import ConfigError, ModelError
-from amnl.features.online import AssetState, OnlineFeatures
+from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
 from amnl.inference.drift import DriftMonitor
 from amnl.inference.predictor import Predictor
 from amnl.rundir import (
@@ -39,7 +42,7 @@ from amnl.serve.batcher import Batch, DynamicBatcher, Job
 from amnl.serve.db import create_db_engine, get_meta, migrate, now, redact, set_meta
 from amnl.serve.errors import ApiError
 from amnl.serve.metrics import ServeMetrics
-from amnl.serve.settings import DURABILITY, ServeSettings
+from amnl.serve.settings import DURABILITY, MAX_CYCLE, ServeSettings
 from amnl.serve.store import Store, windows_from_rows
 from amnl.serve.webhooks import WebhookSender
 from amnl.serve.writer import AssetReadings, Entry, Writer
@@ -51,6 +54,10 @@ logger = logging.getLogger(__name__)
 BATCHER_NICE = 10
 #: Sub-folder of the user cache for the ONNX exports ``amnl serve`` makes of run directories.
 EXPORT_SUBDIR = "serve"
+#: The types :meth:`FleetService.validate` takes as a cycle and as a value (``bool`` is neither,
+#: nor is a string of digits).
+_INTEGERS = frozenset({int, np.int64, np.int32})
+_NUMBERS = _INTEGERS | {float, np.float64, np.float32}
 
 
 def serving_threads(inference: InferenceConfig) -> InferenceConfig:
@@ -251,6 +258,79 @@ class FleetService:
         return jobs
 
     # -- what the API calls ---------------------------------------------------------------------
+    def validate(self, readings: Iterable[Mapping[str, Any]], loc: list,
+                 asset_id: str | None = None) -> list[AssetReadings]:
+        """The one entry point of readings into the service (HTTP, the demo, an embedding
+        application): each reading checked and the readings grouped by asset, in order.
+
+        What is checked here needs no state: ``cycle`` an integer >= 1, every other value a
+        finite number or absent (None), the model's inputs (:attr:`required_columns`) present,
+        and each asset's cycles consecutive within the request. What needs an asset's stored
+        state (a cycle that does not follow the last stored one, a re-sent cycle with other
+        values, a closed history, a value not finite once scaled) is checked by the writer
+        thread, in order with the other writes (:meth:`amnl.serve.writer.Writer._apply`).
+
+        Args:
+            readings: mappings of ``cycle``, the settings and sensors by name
+                (:data:`amnl.features.online.READING_COLUMNS`) and, without ``asset_id``, the
+                reading's own ``asset_id``.
+            loc: where ``readings`` is in the request (``["body", "readings"]``); errors name
+                ``loc + [index, field]``.
+            asset_id: the asset of every reading, when they are one asset's.
+
+        Returns:
+            One :class:`AssetReadings` per asset, in order of first appearance; pass it to
+            :meth:`ingest`.
+
+        Raises:
+            ApiError: 422 naming the first bad reading and field (counted in
+                ``amnl_readings_rejected_total``); nothing is stored.
+        """
+        readings = list(readings)
+        try:
+            return self._validate(readings, loc, asset_id)
+        except ApiError as exc:
+            self.metrics.rejected.labels(exc.detail[0]["type"]).inc(len(readings))
+            raise
+
+    @property
+    def required_columns(self) -> list[str]:
+        """The settings and sensors the model reads (each reading must carry them)."""
+        return self.online.required
+
+    def _validate(self, readings: list, loc: list, asset_id: str | None) -> list[AssetReadings]:
+        need = set(self.online.required)
+        groups: dict[str, tuple[list, list, list]] = {}
+        for i, r in enumerate(readings):
+            cycle = r.get("cycle")
+            if type(cycle) not in _INTEGERS or not 1 <= cycle <= MAX_CYCLE:
+                raise ApiError(422, [*loc, i, "cycle"], f"cycle must be an integer from 1 to "
+                               f"{MAX_CYCLE}, got {cycle!r:.40}", "int_type")
+            raw = []
+            for c in READING_COLUMNS:
+                v = r.get(c)
+                if v is None:
+                    if c in need:
+                        raise ApiError(422, [*loc, i, c], f"{c} is required by the model (it "
+                                       f"reads {', '.join(self.online.required)})", "missing")
+                    raw.append(np.nan)
+                elif type(v) not in _NUMBERS or not math.isfinite(v):
+                    raise ApiError(422, [*loc, i, c], f"{c} must be a finite number, got "
+                                   f"{v!r:.40}", "finite_number")
+                else:
+                    raw.append(v)
+            a = asset_id if asset_id is not None else r["asset_id"]
+            cycles, raws, locs = groups.setdefault(a, ([], [], []))
+            if cycles and cycle != cycles[-1] + 1:
+                raise ApiError(422, [*loc, i, "cycle"], f"asset {a}: cycle {cycle} follows cycle "
+                               f"{cycles[-1]} in this request; expected {cycles[-1] + 1}",
+                               "cycle_order", expected_cycle=cycles[-1] + 1)
+            cycles.append(cycle)
+            raws.append(raw)
+            locs.append([*loc, i])
+        return [AssetReadings(a, np.array(c, np.int64), np.array(r, np.float64), locs)
+                for a, (c, r, locs) in groups.items()]
+
     async def ingest(self, parts: list[AssetReadings]) -> list[dict]:
         """Store readings; returns once they are durable (raises ApiError when refused)."""
         return await asyncio.wrap_future(self.writer.ingest(parts))

@@ -24,6 +24,9 @@ DEFAULT_MAX_BACKLOG = 1024
 #: SQLite ``synchronous`` per durability level (WAL mode): ``process`` survives a killed
 #: process (the default), ``power`` also a power loss (an fsync per commit).
 DURABILITY = {"process": "NORMAL", "power": "FULL"}
+#: Largest cycle number a reading (or a failure) may carry: a cycle a minute for 1,900 years; it
+#: keeps every stored integer far inside a 64-bit column.
+MAX_CYCLE = 1_000_000_000
 #: Readings per group commit at most (a group is what arrived while the last one committed).
 MAX_GROUP_READINGS = 8192
 
