@@ -312,3 +312,37 @@ def test_calibrate_never_writes_into_the_package(tmp_path):
     assert res.exit_code == 0, res.output
     assert (out / CALIBRATION_FILE).is_file() and (out / DRIFT_FILE).is_file()
     assert {n: (folder / n).read_bytes() for n in before} == before
+
+
+def _all_commands():
+    import typer
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from (([name, sub], c) for sub, c in cmd.commands.items())
+        else:
+            yield [name], cmd
+
+
+def test_help_wraps_at_80_columns_and_keeps_every_word():
+    """#26 item 20: on an 80-column terminal every option's whole help text is there, wrapped
+    (not cut with an ellipsis, brackets such as amnl[export] not eaten as markup), and every
+    command's whole summary is in the list."""
+    import typer
+
+    squeeze = "".join
+    for path, cmd in _all_commands():
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert res.exit_code == 0, (path, res.output)
+        assert "…" not in res.output and "..." not in res.output, path
+        flat = squeeze(res.output.split())
+        for param in cmd.params:
+            if getattr(param, "help", None):
+                assert squeeze(param.help.split()) in flat, (path, param.name)
+    res = runner.invoke(app, ["evaluate", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert "needs amnl[export]" in " ".join(res.output.split())
+    res = runner.invoke(app, ["--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    flat = squeeze(res.output.split())
+    for name, cmd in typer.main.get_command(app).commands.items():
+        assert squeeze(cmd.get_short_help_str(limit=10_000).split()) in flat, name

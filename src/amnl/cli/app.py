@@ -28,8 +28,9 @@ import typer
 
 from amnl.cli import bench, evaluate, export, info, profile, score, serve, train
 from amnl.cli.data import data_app
+from amnl.cli.options import HELP_LAYOUT
 
-app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="amnl", no_args_is_help=True, add_completion=False, **HELP_LAYOUT,
                   help="Remaining useful life and health state for machine fleets (AMNL, C-MAPSS).")
 app.add_typer(data_app, name="data")
 

@@ -6,13 +6,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from amnl.cli.options import DataDir, fail, run
+from amnl.cli.options import HELP_LAYOUT, DataDir, fail, run
 from amnl.data.download import URL_ENV_VAR
 from amnl.data.paths import resolve_data_dir
 from amnl.errors import AmnlError
 
 data_app = typer.Typer(help="Download and check the NASA C-MAPSS data files.",
-                       no_args_is_help=True)
+                       no_args_is_help=True, **HELP_LAYOUT)
 
 def _fail(exc: AmnlError) -> NoReturn:
     raise fail(str(exc))

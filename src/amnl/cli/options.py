@@ -76,6 +76,24 @@ def csv_list(text: str, name: str, cast: Callable[[str], T] = str) -> list[T]:
 
 # -- option types -----------------------------------------------------------------------------
 
+#: Every Typer app's help layout: click's plain one, which wraps each line at the terminal's
+#: width; rich's panels leave the help text a third of an 80-column terminal and cut a long
+#: path or URL with an ellipsis.
+class _Group(typer.core.TyperGroup):
+    """A command group whose list gives each command's whole summary line, wrapped (click
+    cuts it to the width left with "...")."""
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        rows = [(name, cmd.get_short_help_str(limit=10_000)) for name in self.list_commands(ctx)
+                if (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+HELP_LAYOUT = {"rich_markup_mode": None, "cls": _Group}
+
+
 DataDir = Annotated[Path | None, typer.Option(
     "--data-dir", help=f"Folder with the C-MAPSS files (default: ${ENV_VAR}, else "
                        "~/.cache/amnl/CMAPSS).", show_default=False)]
