@@ -13,7 +13,7 @@ from amnl.config import InferenceConfig
 from amnl.data.cmapss import load_subset
 from amnl.data.paths import sample_dir
 from amnl.serve.errors import ApiError
-from amnl.serve.settings import ServeSettings
+from amnl.serve.settings import MAX_FAILURE_GAP, ServeSettings
 
 from .conftest import reading
 
@@ -65,3 +65,62 @@ def test_validate_is_the_entry_point_for_every_caller(service, rows):
         service.validate([good[0], good[2]], ["body", "readings"], "a")
     assert caught.value.detail[0]["expected_cycle"] == 2
     assert service.store.count("readings") == 0
+
+
+def test_json_numbers_only_and_integer_cycles_everywhere(live_server, tmp_path, rows):
+    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}"))
+    first = reading(rows[0])
+    with httpx.Client(base_url=server.url) as c:
+        for change in ({"s_2": True}, {"s_2": False}, {"s_2": "641.82"}, {"s_2": " 641.82 "},
+                       {"s_2": "6_41.82"}, {"cycle": "1"}, {"cycle": 1.0}, {"cycle": True}):
+            (field, _), = change.items()
+            bad = first | change
+            for url, body, loc in (
+                    ("/v1/assets/e1/readings", {"readings": [bad]}, ["body", "readings", 0]),
+                    ("/v1/readings", {"readings": [{"asset_id": "e1", **bad}]},
+                     ["body", "readings", 0]),
+                    ("/v1/predict", {"assets": [{"asset_id": "e1", "readings": [bad]}]},
+                     ["body", "assets", 0, "readings", 0])):
+                r = c.post(url, json=body)
+                assert r.status_code == 422, (url, change)
+                assert r.json()["detail"][0]["loc"] == [*loc, field], (url, change)
+        assert server.service.store.count("readings") == 0
+        # a JSON integer is a number: a float sensor takes 392
+        assert c.post("/v1/assets/e1/readings", json={"readings": [first | {"s_2": 642}]}
+                      ).status_code == 200
+        for body in ({"cycle": "200"}, {"cycle": 200.0}):
+            assert c.post("/v1/assets/e1/failure", json=body).status_code == 422
+        assert c.post("/v1/alerts/1/ack", json={"note": 5}).status_code == 422
+
+
+def test_integers_are_bounded_and_a_failure_is_near_the_last_cycle(live_server, db_url, rows):
+    server = live_server(settings(db_url))
+    huge = str(2**63)
+    with httpx.Client(base_url=server.url) as c:
+        assert c.post("/v1/assets/e1/readings",
+                      json={"readings": [reading(r) for r in rows[:5]]}).status_code == 200
+        for url in (f"/v1/assets?offset={huge}", f"/v1/assets?limit={huge}",
+                    f"/v1/alerts?offset={huge}", f"/v1/assets/e1/predictions?to_cycle={huge}",
+                    f"/v1/assets/e1/predictions?from_cycle={huge}",
+                    f"/v1/assets/e1/predictions?limit={huge}", "/?offset=abc",
+                    f"/?offset={huge}", "/?offset=-1", "/?offset=%C2%B2",
+                    "/ui/fleet.csv?offset=abc"):
+            r = c.get(url)
+            assert r.status_code == 422, url
+            assert r.json()["detail"][0]["loc"][0] == "query", url
+        assert c.get("/?offset=50").status_code == 200
+        r = c.post(f"/v1/alerts/{huge}/ack", json={})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "alert_id"]
+        assert c.post(f"/v1/alerts/{2**31 - 1}/ack", json={}).status_code == 404
+        r = c.post("/v1/assets/e1/readings", json={"readings": [reading(rows[5]) | {
+            "cycle": 2**63}]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][-1] == "cycle"
+        for cycle in (2**63, 10**9 + 1, 5 + MAX_FAILURE_GAP + 1):
+            r = c.post("/v1/assets/e1/failure", json={"cycle": cycle})
+            assert r.status_code == 422, cycle
+            assert r.json()["detail"][0]["loc"] == ["body", "cycle"]
+        # nothing was closed: the asset still takes its next reading
+        assert c.post("/v1/assets/e1/readings",
+                      json={"readings": [reading(rows[5])]}).status_code == 200
+        r = c.post("/v1/assets/e1/failure", json={"cycle": 6 + MAX_FAILURE_GAP})
+        assert r.status_code == 200 and r.json()["failure_cycle"] == 6 + MAX_FAILURE_GAP

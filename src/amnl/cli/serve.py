@@ -85,7 +85,7 @@ def serve(
                    alert_rules=str(alert_rules) if alert_rules else None,
                    webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
                    demo_speed=demo_speed)
-    app = create_app(settings)
+    app = run(create_app, settings)  # loads the model: a bad --model is one line
     # the model and database are opened by the app's lifespan: load them now, so that a bad
     # --model or --db is one line and exit 2 rather than a traceback inside uvicorn
     run(app.state.service.start)

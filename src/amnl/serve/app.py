@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from amnl import __version__
 from amnl.data.cmapss import COLUMNS, EngineTable
 from amnl.errors import DataError
-from amnl.features.online import READING_COLUMNS
+from amnl.features.online import READING_COLUMNS, OnlineFeatures
 from amnl.serve.errors import ApiError
 from amnl.serve.responses import (
     alert_out,
@@ -35,23 +35,24 @@ from amnl.serve.responses import (
 from amnl.serve.schemas import (
     ASSET_ID_PATTERN,
     ERRORS,
+    MAX_ID,
     AckIn,
     AssetOut,
-    AssetReadingsIn,
     FailureIn,
     FleetOut,
-    FleetReadingsIn,
     IngestOut,
-    PredictIn,
     PredictOut,
+    request_models,
 )
-from amnl.serve.service import FleetService
-from amnl.serve.settings import ServeSettings
+from amnl.serve.service import FleetService, load_predictor, serving_threads
+from amnl.serve.settings import MAX_CYCLE, ServeSettings
 
 #: ``open`` (both active states) or one state.
 AlertFilter = Literal["open", "active_unacknowledged", "active_acknowledged",
                       "cleared_unacknowledged", "cleared_acknowledged"]
 AssetPath = Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="The asset's id.")]
+#: Every integer a request carries is bounded (a 422 beyond, never an overflow in the database).
+Offset = Annotated[int, Query(ge=0, le=MAX_CYCLE, description="Items to skip.")]
 
 
 class _Limits:
@@ -107,8 +108,17 @@ async def _too_large(send, limit: int) -> None:
 
 
 def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
-    """The FastAPI app of a :class:`FleetService` (started and stopped by its lifespan)."""
+    """The FastAPI app of a :class:`FleetService` (started and stopped by its lifespan).
+
+    The model is loaded here when ``predictor`` is None: the request bodies of the OpenAPI
+    document name its inputs as required.
+    """
+    if predictor is None:
+        predictor = load_predictor(settings.model, serving_threads(settings.inference))
     service = FleetService(settings, predictor)
+    bodies = request_models(OnlineFeatures(predictor.preprocessor).required)
+    AssetReadingsIn, FleetReadingsIn, PredictIn = (  # noqa: N806 - classes
+        bodies.AssetReadingsIn, bodies.FleetReadingsIn, bodies.PredictIn)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -171,7 +181,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
     @app.get("/v1/assets", response_model=FleetOut, tags=["assets"])
     def list_assets(health: Literal["healthy", "degrading", "critical"] | None = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0):
+                    offset: Offset = 0):
         """The fleet, most urgent first (lowest predicted RUL; unpredicted assets last)."""
         total, rows = service.store.fleet(health=health, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset,
@@ -192,9 +202,9 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         **ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}},
                         "description": "The predictions, oldest first."}}, tags=["assets"])
     def get_predictions(asset_id: AssetPath, format: Literal["json", "csv"] = "json",
-                        from_cycle: Annotated[int | None, Query(ge=0)] = None,
-                        to_cycle: Annotated[int | None, Query(ge=0)] = None,
-                        limit: Annotated[int | None, Query(ge=1)] = None):
+                        from_cycle: Annotated[int | None, Query(ge=0, le=MAX_CYCLE)] = None,
+                        to_cycle: Annotated[int | None, Query(ge=0, le=MAX_CYCLE)] = None,
+                        limit: Annotated[int | None, Query(ge=1, le=MAX_CYCLE)] = None):
         """Every prediction of the asset (one per cycle), as JSON or CSV."""
         found(asset_id)
         rows = service.store.predictions(asset_id, from_cycle=from_cycle, to_cycle=to_cycle,
@@ -250,7 +260,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
     def list_alerts(state: AlertFilter | None = None,
                     asset_id: Annotated[str | None, Query(pattern=ASSET_ID_PATTERN)] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                    offset: Annotated[int, Query(ge=0)] = 0):
+                    offset: Offset = 0):
         """Alerts, newest first; ``state=open`` gives both active states."""
         total, rows = service.store.alerts(state=state, asset_id=asset_id, limit=limit,
                                            offset=offset)
@@ -260,7 +270,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
 
     @app.post("/v1/alerts/{alert_id}/ack", responses=ERRORS, dependencies=writes,
               tags=["alerts"])
-    async def ack_alert(alert_id: int, body: AckIn | None = None):
+    async def ack_alert(alert_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+                        body: AckIn | None = None):
         """Acknowledge an alert, with a note; a cleared alert may be acknowledged too."""
         return alert_out(await service.ack(alert_id, body.note if body else None))
 

@@ -22,6 +22,8 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from amnl.features.labels import HEALTH_CLASSES
+from amnl.serve.errors import ApiError
+from amnl.serve.settings import MAX_CYCLE
 
 HERE = Path(__file__).parent
 #: Chart size (pixels) and margins.
@@ -116,7 +118,11 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
         health = request.query_params.get("health") or None
         if health not in (None, *HEALTH_CLASSES):
             health = None
-        offset = max(int(request.query_params.get("offset", 0) or 0), 0)
+        offset = request.query_params.get("offset") or "0"
+        if not (offset.isascii() and offset.isdigit()) or int(offset) > MAX_CYCLE:  # not a 500
+            raise ApiError(422, ["query", "offset"], f"offset must be an integer from 0 to "
+                           f"{MAX_CYCLE}", "int_parsing")
+        offset = int(offset)
         total, rows = service.store.fleet(health=health, limit=limit, offset=offset, search=q,
                                           by_lower_bound=True)
         return q, health, offset, total, [asset_out(r) for r in rows]

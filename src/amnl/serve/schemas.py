@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from amnl.data.cmapss import SENSOR_COLUMNS, SETTING_COLUMNS
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.serve.db import ASSET_ID_LENGTH
+from amnl.serve.settings import MAX_CYCLE, MAX_FAILURE_GAP
 
 #: Letters, digits, ``.``, ``_`` and ``-``, 1 to 64 of them, starting with a letter or digit
 #: (so ``..`` or ``-x`` are not ids).
@@ -16,6 +18,8 @@ ASSET_ID_PATTERN = rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{ASSET_ID_LENGTH - 1}}}$"
 AssetId = Annotated[str, Field(pattern=ASSET_ID_PATTERN, examples=["engine-17"],
                                description="Letters, digits, '.', '_' and '-', starting with a "
                                            "letter or digit; at most 64.")]
+#: Largest id (of an alert): the database's INTEGER columns are 32-bit on PostgreSQL.
+MAX_ID = 2**31 - 1
 #: Most readings in one request.
 MAX_READINGS = 20_000
 
@@ -26,67 +30,78 @@ _EXAMPLE = {"cycle": 1, "setting_1": -0.0007, "setting_2": -0.0004, "setting_3":
             "s_16": 0.03, "s_17": 392, "s_18": 2388, "s_19": 100.0, "s_20": 39.06,
             "s_21": 23.419}
 
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False,
-                     json_schema_extra={"examples": [_EXAMPLE]})
-
-Reading = create_model(
-    "Reading", __config__=_STRICT,
-    cycle=(int, Field(ge=1, le=1_000_000_000, description="Cycle number; an asset's cycles "
-                                                            "are consecutive.")),
-    **{c: (float | None, Field(None, description="Operating setting.")) for c in SETTING_COLUMNS},
-    **{c: (float | None, Field(None, description="Sensor; the model's sensors are required."))
-       for c in SENSOR_COLUMNS},
-)
-Reading.__doc__ = ("One cycle of one asset: its number, the 3 operating settings and the "
-                   "sensors s_1..s_21 by name (finite numbers).")
-
-FleetReading = create_model(
-    "FleetReading", __base__=Reading,
-    __config__=None,
-    asset_id=(AssetId, ...),
-)
-FleetReading.model_config = ConfigDict(
-    extra="forbid", allow_inf_nan=False,
-    json_schema_extra={"examples": [{"asset_id": "engine-17", **_EXAMPLE}]})
-FleetReading.model_rebuild(force=True)
+#: Request bodies take JSON numbers only (``strict``: no ``true``, no ``"641.82"``; a JSON
+#: integer is a number, so ``392`` is a float sensor's value) and integers only for cycles.
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class AssetReadingsIn(BaseModel):
-    """Consecutive cycles of one asset, applied atomically."""
+class RequestModels(NamedTuple):
+    """The reading bodies of one model: its inputs required, the other sensors optional."""
 
-    model_config = ConfigDict(extra="forbid")
-    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS)  # type: ignore[valid-type]
-
-
-class FleetReadingsIn(BaseModel):
-    """Readings of many assets (e.g. one cycle of the whole fleet), applied atomically."""
-
-    model_config = ConfigDict(extra="forbid")
-    readings: list[FleetReading] = Field(min_length=1, max_length=MAX_READINGS)  # type: ignore[valid-type]
+    Reading: type[BaseModel]
+    FleetReading: type[BaseModel]
+    AssetReadingsIn: type[BaseModel]
+    FleetReadingsIn: type[BaseModel]
+    PredictIn: type[BaseModel]
 
 
-class AssetHistory(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    asset_id: AssetId
-    readings: list[Reading] = Field(min_length=1, max_length=MAX_READINGS)  # type: ignore[valid-type]
+def request_models(required: Sequence[str]) -> RequestModels:
+    """The request bodies that take readings, for a model that reads ``required`` (settings
+    and sensors by name): those are required (a finite number each), the others optional,
+    which is what the OpenAPI document then says.
 
+    Args:
+        required: the model's inputs (:attr:`amnl.serve.service.FleetService.required_columns`).
+    """
+    need = set(required)
 
-class PredictIn(BaseModel):
-    """Histories in, one prediction per asset (at its last cycle) out; nothing is stored."""
+    def column(c: str, what: str):
+        if c in need:
+            return float, Field(description=f"{what}; the model reads it (required).")
+        return float | None, Field(None, description=f"{what}; the model does not read it.")
 
-    model_config = ConfigDict(extra="forbid")
-    assets: list[AssetHistory] = Field(min_length=1, max_length=10_000)
+    cycle = (int, Field(ge=1, le=MAX_CYCLE, description="Cycle number; an asset's cycles are "
+                                                        "consecutive."))
+    fields = {**{c: column(c, "Operating setting") for c in SETTING_COLUMNS},
+              **{c: column(c, "Sensor") for c in SENSOR_COLUMNS}}
+    reading = create_model(
+        "Reading", __config__=ConfigDict(**_STRICT, json_schema_extra={"examples": [_EXAMPLE]}),
+        __doc__="One cycle of one asset: its number, the operating settings and sensors by "
+                "name (finite JSON numbers).", cycle=cycle, **fields)
+    fleet_reading = create_model(
+        "FleetReading", __config__=ConfigDict(**_STRICT, json_schema_extra={
+            "examples": [{"asset_id": "engine-17", **_EXAMPLE}]}),
+        __doc__="One cycle of an asset, with the asset's id.",
+        asset_id=(AssetId, ...), cycle=cycle, **fields)
+    readings = Field(min_length=1, max_length=MAX_READINGS)
+    asset_readings = create_model(
+        "AssetReadingsIn", __config__=_STRICT,
+        __doc__="Consecutive cycles of one asset, applied atomically.",
+        readings=(list[reading], readings))
+    fleet_readings = create_model(
+        "FleetReadingsIn", __config__=_STRICT,
+        __doc__="Readings of many assets (e.g. one cycle of the whole fleet), applied "
+                "atomically.", readings=(list[fleet_reading], readings))
+    history = create_model(
+        "AssetHistory", __config__=_STRICT, __doc__="One asset's history, oldest cycle first.",
+        asset_id=(AssetId, ...), readings=(list[reading], readings))
+    predict = create_model(
+        "PredictIn", __config__=_STRICT,
+        __doc__="Histories in, one prediction per asset (at its last cycle) out; nothing is "
+                "stored.", assets=(list[history], Field(min_length=1, max_length=10_000)))
+    return RequestModels(reading, fleet_reading, asset_readings, fleet_readings, predict)
 
 
 class FailureIn(BaseModel):
     """When an asset failed (or was removed from service)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"cycle": 212}]})
-    cycle: int = Field(ge=1, description="The cycle of the failure: its last cycle, or later.")
+    model_config = ConfigDict(**_STRICT, json_schema_extra={"examples": [{"cycle": 212}]})
+    cycle: int = Field(ge=1, le=MAX_CYCLE, description="The cycle of the failure: the asset's "
+                       f"last cycle, or up to {MAX_FAILURE_GAP} cycles later.")
 
 
 class AckIn(BaseModel):
-    model_config = ConfigDict(extra="forbid",
+    model_config = ConfigDict(**_STRICT,
                               json_schema_extra={"examples": [{"note": "borescope booked"}]})
     note: str | None = Field(None, max_length=1000)
 
@@ -118,6 +133,9 @@ class PredictionOut(BaseModel):
     probabilities: Probabilities  # type: ignore[valid-type]
     model_id: str
     time: str = Field(description="When it was made (ISO 8601, UTC).")
+    warnings: list[str] = Field(description="What in the input of this prediction lies outside "
+                                "the model's training range or history needs (empty: "
+                                "nothing); a flagged prediction is a guess.")
 
 
 class AssetOut(BaseModel):

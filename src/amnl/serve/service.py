@@ -42,7 +42,7 @@ from amnl.serve.batcher import Batch, DynamicBatcher, Job
 from amnl.serve.db import create_db_engine, get_meta, migrate, now, redact, set_meta
 from amnl.serve.errors import ApiError
 from amnl.serve.metrics import ServeMetrics
-from amnl.serve.settings import DURABILITY, MAX_CYCLE, ServeSettings
+from amnl.serve.settings import DURABILITY, MAX_CYCLE, MAX_FAILURE_GAP, ServeSettings
 from amnl.serve.store import Store, windows_from_rows
 from amnl.serve.webhooks import WebhookSender
 from amnl.serve.writer import AssetReadings, Entry, Writer
@@ -347,7 +347,11 @@ class FleetService:
 
     async def failure(self, asset_id: str, cycle: int) -> dict:
         """Record that an asset failed (or was removed) at ``cycle``: the true RUL of its past
-        predictions is then known (:meth:`accuracy`), and it takes no more readings."""
+        predictions is then known (:meth:`accuracy`), and it takes no more readings.
+
+        ``cycle`` is the asset's last cycle or up to :data:`MAX_FAILURE_GAP` cycles later
+        (a 422 otherwise); another cycle than one already recorded is a 409.
+        """
         entry = self.writer.entries.get(asset_id)
         if entry is None:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
@@ -357,6 +361,11 @@ class FleetService:
             if cycle < last:
                 raise ApiError(422, ["body", "cycle"], f"asset {asset_id} has readings up to "
                                f"cycle {last}; it cannot have failed at {cycle}", "cycle_order",
+                               expected_cycle=last)
+            if cycle > last + MAX_FAILURE_GAP:
+                raise ApiError(422, ["body", "cycle"], f"asset {asset_id}'s last reading is at "
+                               f"cycle {last}; a failure is recorded at most {MAX_FAILURE_GAP} "
+                               f"cycles later (got {cycle}: a typo?)", "cycle_order",
                                expected_cycle=last)
             have = self.writer.failed.get(asset_id)
             if have is not None and have != cycle:

@@ -27,6 +27,11 @@ DURABILITY = {"process": "NORMAL", "power": "FULL"}
 #: Largest cycle number a reading (or a failure) may carry: a cycle a minute for 1,900 years; it
 #: keeps every stored integer far inside a 64-bit column.
 MAX_CYCLE = 1_000_000_000
+#: A recorded failure is at the asset's last cycle or at most this many cycles later (the
+#: readings may stop before the end of life: C-MAPSS's test histories end up to 195 cycles
+#: before it, and its longest training run is 543 cycles); more is taken for a typo, since a
+#: failure closes the asset's history.
+MAX_FAILURE_GAP = 1000
 #: Readings per group commit at most (a group is what arrived while the last one committed).
 MAX_GROUP_READINGS = 8192
 
