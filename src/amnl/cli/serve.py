@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from amnl.cli.options import Precision, Threads, fail, inference_config, run
 from amnl.extras import require
+from amnl.serve.settings import ServeSettings
+
+
+def _default(name: str) -> Any:
+    """ServeSettings' default of a field: the options below take theirs from there."""
+    f = next(f for f in fields(ServeSettings) if f.name == name)
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail in one line, before the model is loaded, when ``host:port`` cannot be listened
+    on (in use, or an address this machine does not have); uvicorn would print the URL, then
+    a traceback-like error and exit 3."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise fail(f"port {port} on {host} is in use (another amnl serve?); stop it or "
+                       "pass --port") from None
+        raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve(
@@ -18,15 +45,16 @@ def serve(
              "(default: FD001).")] = None,
     runtime: Annotated[str, typer.Option(
         help="onnx (ONNX Runtime; the serving process never imports torch: a run directory "
-             "is exported once into the cache by a child process) or torch.")] = "onnx",
+             "is exported once into the cache by a child process) or torch.")
+    ] = _default("inference").runtime,
     precision: Precision = "fp32",
     threads: Threads = 0,
     db: Annotated[str, typer.Option(
         help="SQLite file, or a SQLAlchemy URL such as postgresql+psycopg://user@host/db.")
-    ] = "amnl.db",
+    ] = _default("db"),
     host: Annotated[str, typer.Option(help="Address to listen on; anything but loopback "
-                                           "needs --api-token.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+                                           "needs --api-token.")] = _default("host"),
+    port: Annotated[int, typer.Option(help="TCP port.")] = _default("port"),
     api_token: Annotated[str | None, typer.Option(
         envvar="AMNL_API_TOKEN", show_envvar=True,
         help="Bearer token every write (POST, DELETE) must carry.")] = None,
@@ -35,17 +63,19 @@ def serve(
              "bounds the memory of a pass, e.g. 16 for a 128 MB box (docs/deployment.md).",
         show_default=False)] = None,
     max_wait_ms: Annotated[float, typer.Option(
-        help="How long a batch waits for more readings after its first, ms.")] = 5.0,
+        help="How long a batch waits for more readings after its first, ms.")
+    ] = _default("max_wait_ms"),
     batching: Annotated[bool, typer.Option(
         help="Coalesce the predictions of concurrent readings (--no-batching: one each).")
-    ] = True,
+    ] = _default("batching"),
     max_backlog: Annotated[int, typer.Option(
         help="Windows queued in memory at most; beyond, predictions are caught up from the "
-             "database.")] = 1024,
+             "database.")] = _default("max_backlog"),
     durability: Annotated[str, typer.Option(
         help="SQLite: process (an acknowledged write survives a killed process) or power "
-             "(also a power loss: an fsync per commit).")] = "process",
-    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")] = 4_000_000,
+             "(also a power loss: an fsync per commit).")] = _default("durability"),
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body.")
+                              ] = _default("max_body_bytes"),
     alert_rules: Annotated[Path | None, typer.Option(
         help="JSON list of alert rules (default: RUL lower bound < 30 for 3 cycles, critical; "
              "P(critical) > 0.5 for 3 cycles, major).", show_default=False)] = None,
@@ -56,8 +86,9 @@ def serve(
         help="HMAC-SHA256 key of the webhooks' X-Amnl-Signature header.")] = None,
     demo: Annotated[bool, typer.Option(
         help="Replay FD001's test engines (shipped with amnl) into the service: a live fleet "
-             "with alerts, no data needed.")] = False,
-    demo_speed: Annotated[float, typer.Option(help="Cycles a second of --demo.")] = 10.0,
+             "with alerts, no data needed.")] = _default("demo"),
+    demo_speed: Annotated[float, typer.Option(help="Cycles a second of --demo.")
+                          ] = _default("demo_speed"),
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a fleet: readings in over HTTP, RUL and health per asset, kept in a database.
@@ -73,7 +104,6 @@ def serve(
     import uvicorn
 
     from amnl.serve.app import create_app
-    from amnl.serve.settings import ServeSettings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
                                                         "%(message)s")
@@ -85,7 +115,8 @@ def serve(
                    alert_rules=str(alert_rules) if alert_rules else None,
                    webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
                    demo_speed=demo_speed)
-    app = run(create_app, settings)  # loads the model: a bad --model is one line
+    _check_port(host, port)
+    app = create_app(settings)
     # the model and database are opened by the app's lifespan: load them now, so that a bad
     # --model or --db is one line and exit 2 rather than a traceback inside uvicorn
     run(app.state.service.start)

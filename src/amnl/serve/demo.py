@@ -61,8 +61,8 @@ class Demo:
                 if self.service.known(a):
                     loop.run_until_complete(self.service.delete(a))
             longest = max(len(h) for h in self.histories.values())
-            logger.warning("demo: replaying %d FD001 test engines at %g cycles/s (%d cycles)",
-                           len(self.histories), self.speed, longest)
+            logger.info("demo: replaying %d FD001 test engines at %g cycles/s (%d cycles)",
+                        len(self.histories), self.speed, longest)
             for k in range(longest):
                 if self._stop.wait(1.0 / self.speed):
                     return
@@ -76,7 +76,7 @@ class Demo:
                 for a, h in self.histories.items():
                     if k == len(h) - 1:
                         loop.run_until_complete(self.service.failure(a, self.failures[a]))
-            logger.warning("demo: every engine has reached the end of its test history")
+            logger.info("demo: every engine has reached the end of its test history")
         except ApiError as exc:
             logger.error("demo stopped: %s", exc)
         finally:
