@@ -346,3 +346,17 @@ def test_help_wraps_at_80_columns_and_keeps_every_word():
     flat = squeeze(res.output.split())
     for name, cmd in typer.main.get_command(app).commands.items():
         assert squeeze(cmd.get_short_help_str(limit=10_000).split()) in flat, name
+
+
+def test_bench_writes_where_it_says_not_into_a_benchmarks_folder(tmp_path, monkeypatch):
+    """#26 item 20: without --out, `amnl bench` wrote ./benchmarks/results/... of whatever
+    folder it ran in; now amnl-bench-<time>.json in the current folder, its path printed."""
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["bench", "--random-init", "--size", "tiny", "--runtimes",
+                              "torch:fp32", "--windows", "8", "--seconds", "0.02", "--no-rss",
+                              "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "benchmarks").exists()
+    [written] = tmp_path.glob("amnl-bench-*.json")
+    assert f"wrote {written}" in res.output
+    assert json.loads(written.read_text())["rows"]

@@ -20,7 +20,9 @@ from amnl.cli.options import (
     run,
 )
 
-DEFAULT_BENCH_OUT = Path("benchmarks/results")
+#: The results file without --out: in the current folder, named so that it is found (the
+#: repository's benchmark scripts pass --out benchmarks/results/...).
+DEFAULT_BENCH_NAME = "amnl-bench-{time}.json"
 DEFAULT_RUNTIMES = "torch-full:fp32,torch:fp32,torch:bf16,torch:int8,onnx:fp32,onnx:int8"
 
 
@@ -35,8 +37,9 @@ def bench(
     rss: Annotated[bool, typer.Option(help="Measure peak RSS per runtime in a fresh process.")] = True,
     seconds: Annotated[float, typer.Option(
         help="Seconds per latency measurement (throughput: twice).")] = 2.0,
-    out: Annotated[Path | None, typer.Option(help="JSON file for the results (default: "
-                                             "benchmarks/results/bench-<time>.json).")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="JSON file for the results (default: amnl-bench-<time>.json in the current "
+             "folder; the path is printed).", show_default=False)] = None,
 ) -> None:
     """Batch-1 latency, batch-256 throughput, FLOP rate and peak RSS (MB) of every runtime, on CPU.
 
@@ -55,7 +58,7 @@ def bench(
     window_list = tuple(csv_list(windows, "--windows", int))
     if min(window_list) < 1:
         raise fail(f"--windows must be positive, got {windows!r}")
-    out = out or DEFAULT_BENCH_OUT / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = out or Path(DEFAULT_BENCH_NAME.format(time=time.strftime("%Y%m%d-%H%M%S")))
     check_out_file(out, "--out")  # before minutes of measuring
     source = model_source(run_dir, weights, random_init, size=size)
     model = source.load_model()
@@ -69,7 +72,7 @@ def bench(
     typer.echo("matmul peak, measured now: " + ", ".join(
         f"{k} {v:,.0f} {'GOP/s' if k == 'int8' else 'GFLOP/s'}" for k, v in result["peaks"].items()))
     typer.echo(result["table"])
-    typer.echo(f"wrote {out}")
+    typer.echo(f"wrote {out.resolve()}")
 
 
 def register(app: typer.Typer) -> None:
