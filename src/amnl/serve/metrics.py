@@ -56,5 +56,10 @@ class ServeMetrics:
         self.alerts_open = Gauge("amnl_alerts_open", "Open (active) alerts by severity.",
                                  ["severity"], registry=r)
         self.alert_events = Counter("amnl_alert_events", "Alert transitions stored.", registry=r)
+        self.background_errors = Counter(
+            "amnl_background_errors", "Failures the service's threads survived (logged with a "
+            "traceback), by thread and step.", ["thread", "step"], registry=r)
+        self.thread_alive = Gauge("amnl_thread_alive", "1 while the thread runs; 0: it died and "
+                                  "/readyz answers 503.", ["thread"], registry=r)
         self.webhook_attempts = Counter("amnl_webhook_attempts", "Webhook delivery attempts.",
                                         ["result"], registry=r)

@@ -54,6 +54,9 @@ logger = logging.getLogger(__name__)
 BATCHER_NICE = 10
 #: Sub-folder of the user cache for the ONNX exports ``amnl serve`` makes of run directories.
 EXPORT_SUBDIR = "serve"
+#: Longest wait for the writer's answer to a write, seconds: past it the client gets a 503 (the
+#: writer answers every request; this is the last resort should it not).
+ANSWER_TIMEOUT_SECONDS = 30.0
 #: The types :meth:`FleetService.validate` takes as a cycle and as a value (``bool`` is neither,
 #: nor is a string of digits).
 _INTEGERS = frozenset({int, np.int64, np.int32})
@@ -131,6 +134,8 @@ class FleetService:
         self.predictor = predictor
         self.metrics = ServeMetrics()
         self.started_at: float | None = None
+        self.answer_timeout = ANSWER_TIMEOUT_SECONDS
+        """Seconds a write waits for the writer's answer (:data:`ANSWER_TIMEOUT_SECONDS`)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -333,10 +338,23 @@ class FleetService:
 
     async def ingest(self, parts: list[AssetReadings]) -> list[dict]:
         """Store readings; returns once they are durable (raises ApiError when refused)."""
-        return await asyncio.wrap_future(self.writer.ingest(parts))
+        return await self._answer(self.writer.ingest(parts))
 
     async def delete(self, asset_id: str) -> bool:
-        return await asyncio.wrap_future(self.writer.delete(asset_id))
+        return await self._answer(self.writer.delete(asset_id))
+
+    async def _answer(self, fut):
+        """The writer's answer to ``fut``, or a 503 after :attr:`answer_timeout` seconds (the
+        write may still be applied then: a re-sent identical reading is a no-op)."""
+        try:  # shielded: a timeout leaves the writer's future alone
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)),
+                                          self.answer_timeout)
+        except asyncio.TimeoutError:
+            logger.error("no answer from the writer within %g s", self.answer_timeout)
+            self.metrics.background_errors.labels("writer", "answer_timeout").inc()
+            raise ApiError(503, [], f"no answer from the writer within {self.answer_timeout:g} "
+                           "s; the write may still be applied: send it again (a re-sent "
+                           "identical reading is a no-op)", "timeout") from None
 
     def known(self, asset_id: str) -> bool:
         return asset_id in self.writer.entries
@@ -384,7 +402,7 @@ class FleetService:
             return self.writer.alerts.ack(conn, alert_id, note,
                                           entry.state.last_cycle if entry else None, now())
 
-        return await asyncio.wrap_future(self.writer.control(run))
+        return await self._answer(self.writer.control(run))
 
     def accuracy(self, asset_id: str | None = None) -> dict:
         """RMSE, NASA score and interval coverage of the predictions whose truth is known

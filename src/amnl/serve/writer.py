@@ -6,6 +6,10 @@ snapshot of every asset they touched, and the predictions finished meanwhile. On
 they acknowledged. A rejected request (a 409 or 422, see :meth:`Writer._apply`) changes
 nothing; a failed commit fails every request of its group and leaves the in-memory state as it
 was, so memory never runs ahead of the database.
+
+Every request the writer takes gets an answer, whatever happens: a refusal (4xx), 503 when the
+database failed (nothing of the group was stored), 500 ``internal`` when the service itself
+failed on that request (logged with its traceback; the rest of its group is still committed).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
+from sqlalchemy.exc import SQLAlchemyError
 
 from amnl.errors import DataError
 from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
@@ -175,15 +180,31 @@ class Writer:
                     break
                 items.append(item)
                 n += _size(item)
-            group: list = []
-            for item in items:
-                if isinstance(item, (Control, Barrier)):
-                    self._commit(group)
-                    group = []
-                    self._control(item) if isinstance(item, Control) else item.done.set()
-                else:
-                    group.append(item)
-            self._commit(group)
+            try:
+                self._handle(items)
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure
+                logger.exception("the writer failed on a group of %d items", len(items))
+                self.metrics.background_errors.labels("writer", "group").inc()
+                for item in items:  # whoever is still waiting gets an answer
+                    if isinstance(item, (Ingest, Control)):
+                        answer(item.future, exc=failure_error(exc))
+                    elif isinstance(item, Barrier):
+                        item.done.set()
+                try:  # predictions of the group, if any, are caught up
+                    self.on_commit(None)
+                except Exception:  # noqa: BLE001
+                    logger.exception("the writer could not mark the predictions behind")
+
+    def _handle(self, items: list) -> None:
+        group: list = []
+        for item in items:
+            if isinstance(item, (Control, Barrier)):
+                self._commit(group)
+                group = []
+                self._control(item) if isinstance(item, Control) else item.done.set()
+            else:
+                group.append(item)
+        self._commit(group)
 
     def _commit(self, items: list) -> None:
         if not items:
@@ -206,13 +227,14 @@ class Writer:
                             seen):
                         accepted.append(item)
                 staged = self._write(conn, changed, new_assets, reading_rows, batches, stamp)
-        except Exception as exc:  # the database failed: nothing was stored
-            logger.exception("commit of %d requests failed", len(accepted))
-            err = ApiError(503, [], f"the database did not take the write: {exc}", "unavailable")
-            for item in accepted:
-                item.future.set_exception(err)
-            self.metrics.rejected.labels("database").inc(sum(len(p.cycles) for i in accepted
-                                                             for p in i.parts))
+        except Exception as exc:  # nothing was stored
+            waiting = [i for i in items if isinstance(i, Ingest) and not i.future.done()]
+            logger.exception("commit of %d requests failed", len(waiting))
+            err = failure_error(exc)
+            for item in waiting:
+                answer(item.future, exc=err)
+            self.metrics.rejected.labels(err.detail[0]["type"]).inc(
+                sum(len(p.cycles) for i in waiting for p in i.parts))
             if batches:  # their readings stay unpredicted: caught up later
                 self.metrics.failed_predictions.inc(len(batches))
             self.on_commit(None)  # let the batcher know it is behind
@@ -228,7 +250,7 @@ class Writer:
         for job in jobs:
             job.acked_at = acked
         for item in accepted:
-            item.future.set_result(item.result)
+            answer(item.future, item.result)
         self.metrics.acknowledged.inc(len(reading_rows))
         self._count_predictions(batches, acked)
         self.on_commit(jobs)
@@ -312,7 +334,17 @@ class Writer:
         except ApiError as exc:
             self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
                 sum(len(p.cycles) for p in item.parts))
-            item.future.set_exception(exc)
+            answer(item.future, exc=exc)
+            return False
+        except SQLAlchemyError:
+            raise  # the transaction is lost: the whole group fails (503)
+        except Exception as exc:  # a bug of the service, on this request only
+            logger.exception("a request of %d readings failed in the writer",
+                             sum(len(p.cycles) for p in item.parts))
+            err = failure_error(exc)
+            self.metrics.rejected.labels(err.detail[0]["type"]).inc(
+                sum(len(p.cycles) for p in item.parts))
+            answer(item.future, exc=err)
             return False
         changed.update(local)
         new_assets |= created
@@ -394,17 +426,43 @@ class Writer:
             with self.store.engine.begin() as conn:
                 result = item.run(conn)
         except ApiError as exc:
-            item.future.set_exception(exc)
+            answer(item.future, exc=exc)
             return
         except Exception as exc:
             logger.exception("a control write failed")
-            item.future.set_exception(ApiError(503, [], f"the database did not take the "
-                                               f"write: {exc}", "unavailable"))
+            answer(item.future, exc=failure_error(exc))
             return
-        if item.after is not None:
-            item.after(result)
-        item.future.set_result(result)
+        try:
+            if item.after is not None:
+                item.after(result)
+        finally:  # committed: the answer is the result, even if memory could not follow
+            answer(item.future, result)
         self.on_events()
+
+
+def failure_error(exc: BaseException) -> ApiError:
+    """What a client is told when its write failed: 503 when the database refused it (retry
+    later), 500 when the service failed (a bug, logged)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, SQLAlchemyError):
+        return ApiError(503, [], f"the database did not take the write: {exc}"[:1000],
+                        "unavailable")
+    return ApiError(500, [], "internal error: the service failed on this request (see its "
+                    "log); nothing of it was stored", "internal")
+
+
+def answer(fut: Future, result=None, exc: BaseException | None = None) -> None:
+    """Answer a request once (a second answer, or one to a request given up, is dropped)."""
+    if fut.done():
+        return
+    try:
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)
+    except Exception:  # noqa: BLE001 - cancelled or answered meanwhile
+        pass
 
 
 def _size(item) -> int:

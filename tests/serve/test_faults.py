@@ -1,0 +1,147 @@
+"""Faults injected into a real service (a store method that raises, a forward pass that fails, a
+thread step that raises): every request gets an answer, the threads survive, what they could
+not do is visible in /metrics and /readyz, and the work is done once the fault is gone."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from amnl.config import InferenceConfig
+from amnl.data.cmapss import COLUMNS, load_subset
+from amnl.features.online import READING_COLUMNS
+from amnl.serve.settings import ServeSettings
+from amnl.serve.writer import AssetReadings
+
+from .conftest import reading
+
+pytestmark = pytest.mark.needs_data
+
+RAW = [COLUMNS.index(c) for c in READING_COLUMNS]
+#: Seconds within which every answer must come (the writer's last-resort timeout is 30 s).
+ANSWER_WITHIN = 10.0
+
+
+@pytest.fixture(scope="module")
+def engines(cmapss_dir) -> dict[str, np.ndarray]:
+    test = load_subset(cmapss_dir, "FD001", train=False).test
+    return {f"e{u}": test.values[test.unit == u] for u in (1, 2, 3)}
+
+
+def settings(db, **kw) -> ServeSettings:
+    return ServeSettings(inference=InferenceConfig(runtime="onnx"), db=db, **kw)
+
+
+def post(client: httpx.Client, asset: str, rows: np.ndarray) -> httpx.Response:
+    return client.post(f"/v1/assets/{asset}/readings",
+                       json={"readings": [reading(x) for x in rows]})
+
+
+def parts(asset: str, rows: np.ndarray) -> list[AssetReadings]:
+    return [AssetReadings(asset, rows[:, 1].astype(np.int64), rows[:, RAW],
+                          [["body", "readings", i] for i in range(len(rows))])]
+
+
+def locked(*_a, **_k):
+    raise sa.exc.OperationalError("SELECT ...", {}, sqlite3.OperationalError("database is locked"))
+
+
+def bug(*_a, **_k):
+    raise RuntimeError("a bug in the service")
+
+
+class HeldWriter:
+    """Holds the writer thread in a transaction of its own until released, so that what is
+    queued meanwhile is applied as one group."""
+
+    def __init__(self, service) -> None:
+        self.release = threading.Event()
+        self.future = service.writer.control(lambda _conn: self.release.wait(ANSWER_WITHIN))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.future.result(ANSWER_WITHIN)
+
+
+@pytest.mark.parametrize("fault,status,kind", [(bug, 500, "internal"),
+                                               (locked, 503, "unavailable")])
+def test_a_request_whose_write_raises_gets_an_answer_and_later_ones_work(
+        live_server, db_url, engines, monkeypatch, fault, status, kind):
+    server = live_server(settings(db_url))
+    rows = engines["e1"]
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e1", rows[:3]).status_code == 200
+        # a re-sent cycle is compared with the stored one: that read raises
+        monkeypatch.setattr(server.service.store, "stored_readings", fault)
+        r = post(c, "e1", rows[2:4])
+        assert r.status_code == status, r.text
+        assert r.json()["detail"][0]["type"] == kind
+        assert post(c, "e2", rows[:2]).status_code == 200  # the writer goes on
+        monkeypatch.undo()
+        r = post(c, "e1", rows[2:4])
+        assert r.status_code == 200 and r.json()["accepted"] == 1, r.text
+        metrics = c.get("/metrics").text
+    assert f'amnl_readings_rejected_total{{reason="{kind}"}} 2.0' in metrics
+
+
+def test_the_rest_of_a_group_is_committed_when_one_request_hits_a_bug(live_server, db_url,
+                                                                       engines, monkeypatch):
+    server = live_server(settings(db_url))
+    service, rows = server.service, engines["e1"]
+    assert service.writer.ingest(parts("e1", rows[:3])).result(ANSWER_WITHIN)
+    monkeypatch.setattr(service.store, "stored_readings", bug)
+    with HeldWriter(service):  # the three requests below are one group
+        before = service.writer.ingest(parts("e2", rows[:5]))
+        failing = service.writer.ingest(parts("e1", rows[2:4]))  # a duplicate: the read raises
+        after = service.writer.ingest(parts("e3", rows[:5]))
+    assert before.result(ANSWER_WITHIN)[0]["accepted"] == 5
+    assert after.result(ANSWER_WITHIN)[0]["accepted"] == 5
+    with pytest.raises(Exception) as err:
+        failing.result(ANSWER_WITHIN)
+    assert err.value.status == 500
+    assert service.store.count("readings") == 3 + 5 + 5
+
+
+def test_a_database_error_fails_the_whole_group_cleanly(live_server, db_url, engines,
+                                                       monkeypatch):
+    server = live_server(settings(db_url))
+    service, rows = server.service, engines["e1"]
+    assert service.writer.ingest(parts("e1", rows[:3])).result(ANSWER_WITHIN)
+    monkeypatch.setattr(service.store, "stored_readings", locked)
+    with HeldWriter(service):
+        futures = [service.writer.ingest(parts("e2", rows[:5])),
+                   service.writer.ingest(parts("e1", rows[2:4])),
+                   service.writer.ingest(parts("e3", rows[:5]))]
+    for f in futures:
+        with pytest.raises(Exception) as err:
+            f.result(ANSWER_WITHIN)
+        assert err.value.status == 503
+    assert service.store.count("readings") == 3  # nothing of the group
+    monkeypatch.undo()
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e2", rows[:5]).json()["accepted"] == 5
+        assert c.get("/v1/assets/e2").json()["last_cycle"] == 5
+
+
+def test_a_write_the_writer_does_not_answer_in_time_gets_a_503(live_server, tmp_path, engines):
+    server = live_server(settings(str(tmp_path / "a.db")))
+    server.service.answer_timeout = 0.5
+    rows = engines["e1"]
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        with HeldWriter(server.service):
+            t0 = time.monotonic()
+            r = post(c, "e1", rows[:2])
+            assert time.monotonic() - t0 < ANSWER_WITHIN
+            assert r.status_code == 503 and r.json()["detail"][0]["type"] == "timeout", r.text
+        # the write was applied once the writer got to it: sending it again is a no-op
+        r = post(c, "e1", rows[:2])
+        assert r.status_code == 200 and r.json()["duplicates"] == 2, r.text
