@@ -39,7 +39,15 @@ from amnl.rundir import (
 from amnl.serve.alerting import AlertBook
 from amnl.serve.alerts import SEVERITIES, AssetAlerts, load_rules
 from amnl.serve.batcher import Batch, DynamicBatcher, Job
-from amnl.serve.db import create_db_engine, get_meta, migrate, now, redact, set_meta
+from amnl.serve.db import (
+    create_db_engine,
+    get_meta,
+    migrate,
+    now,
+    redact,
+    schema_lock,
+    set_meta,
+)
 from amnl.serve.errors import ApiError
 from amnl.serve.metrics import ServeMetrics
 from amnl.serve.settings import DURABILITY, MAX_CYCLE, MAX_FAILURE_GAP, ServeSettings
@@ -216,8 +224,9 @@ class FleetService:
         self.started_at = None
 
     def _claim_database(self, mid: str) -> None:
-        """A database holds one model's states: refuse another's (its inputs would differ)."""
-        with self.engine.begin() as conn:
+        """A database holds one model's states: refuse another's (its inputs would differ).
+        Under the schema lock, so that two servers starting at once cannot both claim it."""
+        with schema_lock(self.engine) as conn:
             have = get_meta(conn, "model_id")
             if have is None:
                 set_meta(conn, "model_id", mid)
