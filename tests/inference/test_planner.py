@@ -217,3 +217,42 @@ def test_memory_limit_is_the_cgroup_limit_when_smaller(tmp_path):
         assert out == [limit, "32"] and abs(int(limit) - 200 * 10**6) < 10**5
     finally:
         group.rmdir()
+
+
+def test_latency_fit_never_has_a_negative_cost_per_window(caplog):
+    """#26 item 20: on a busy machine batch 1 (measured first) was slowed by other processes
+    and least squares gave a negative "ms / sample" in `amnl profile`; the fit keeps both
+    coefficients >= 0 and says why."""
+    slowed = fit_latency([1, 8, 32], [6.1, 3.9, 4.2])  # figures of that kind of run
+    assert slowed.per_sample_ms >= 0 and slowed.base_ms >= 0
+    assert slowed.per_sample_ms == 0.0 and slowed.base_ms == pytest.approx((6.1 + 3.9 + 4.2) / 3)
+    assert "the machine looks busy" in caplog.text
+    # a line that would start below zero goes through the origin instead
+    steep = fit_latency([1, 8, 32], [0.1, 0.2, 6.0])
+    assert steep.base_ms == 0.0 and steep.per_sample_ms > 0
+    caplog.clear()
+    clean = fit_latency([1, 8, 32], [1.0, 2.4, 7.2])  # a plausible line is left alone
+    assert clean.per_sample_ms == pytest.approx(0.2, abs=1e-3) and "busy" not in caplog.text
+
+
+def test_plan_says_what_the_whole_process_needs(tmp_path):
+    """#26 item 20: `amnl plan --memory-mb 128` said batch 256 fits without saying that the
+    process itself needs a few hundred MB; it now measures a fresh process at batch 1 and says
+    so, with a warning when the whole process does not fit."""
+    path = str(_profile_json(tmp_path))
+    r = CliRunner().invoke(app, ["plan", "--memory-mb", "128", "--profile", path, "--random-init",
+                                 "--size", "tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    floor, whole = out["process_floor_bytes"], out["process_bytes"]
+    assert out["plan"]["batch_size"] == 256 and floor > 128e6  # Python + torch alone
+    assert whole == pytest.approx(floor + out["plan"]["predicted_bytes"] - 17.3e6 - 0.39e6, rel=1e-6)
+    assert out["process_fits"] is False
+    r = CliRunner().invoke(app, ["plan", "--memory-mb", "128", "--profile", path, "--random-init",
+                                 "--size", "tiny"])
+    assert r.exit_code == 0, r.output
+    assert f"the process itself needs about {floor / 1e6:.0f} MB" in r.stdout
+    assert "the process does not fit in 128 MB" in r.stderr
+    r = CliRunner().invoke(app, ["plan", "--memory-mb", "128", "--profile", path, "--no-process",
+                                 "--json"])
+    assert json.loads(r.stdout)["process_bytes"] is None

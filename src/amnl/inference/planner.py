@@ -161,9 +161,31 @@ class LatencyFit:
 
 
 def fit_latency(batches: Sequence[int], latency_ms: Sequence[float]) -> LatencyFit:
-    """Least-squares line of the median latency against batch size."""
+    """Least-squares line of the median latency against batch size, both coefficients >= 0.
+
+    A pass never gets cheaper with more windows, so a line that falls with the batch (or starts
+    below zero) is noise: on a busy machine the small batches, measured first, are slowed by
+    other processes, and ordinary least squares gave a negative "ms / sample". The fit is then
+    the best line with a flat slope or with a zero intercept, and a warning says so.
+
+    Example:
+        >>> fit_latency([1, 8, 32], [9.0, 4.0, 5.0]).per_sample_ms  # batch 1 slowed down
+        0.0
+    """
     line = fit_line(batches, latency_ms)
-    return LatencyFit(line.intercept, line.slope, line.r2)
+    if line.slope >= 0 and line.intercept >= 0:
+        return LatencyFit(line.intercept, line.slope, line.r2)
+    xs, ys = np.asarray(batches, dtype=float), np.asarray(latency_ms, dtype=float)
+    flat = (float(ys.mean()), 0.0)
+    through_zero = (0.0, max(float(xs @ ys / (xs @ xs)), 0.0))
+    base, slope = min((flat, through_zero),
+                      key=lambda c: float(((ys - c[0] - c[1] * xs) ** 2).sum()))
+    ss_res = float(((ys - base - slope * xs) ** 2).sum())
+    ss_tot = float(((ys - ys.mean()) ** 2).sum())
+    logger.warning("latency did not grow with the batch size (%s ms at batches %s): the machine "
+                   "looks busy; fitted with a per-window cost >= 0 (%.4f ms) instead",
+                   ", ".join(f"{y:.3g}" for y in ys), ", ".join(str(int(b)) for b in xs), slope)
+    return LatencyFit(base, slope, 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0)
 
 
 @dataclass(frozen=True)
