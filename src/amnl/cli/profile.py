@@ -236,7 +236,9 @@ def _print_training(rows, console) -> None:
 
 def plan(
     memory_mb: Annotated[float | None, typer.Option(
-        help="Memory the peak (weights included) must fit in, MB.")] = None,
+        help="Memory the tensors' peak (weights included) must fit in, MB. On CPU the whole "
+             "process needs more (Python, torch, the model: see --process), and the plan says "
+             "how much.")] = None,
     targets: Annotated[bool, typer.Option(
         "--targets", help="Print the study's deployment-target table (16 GB, 4 GB, 2 GB, "
                           "500 MB) with our measured figures.")] = False,
@@ -255,6 +257,10 @@ def plan(
     size: Size = "base",
     threads: Threads = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    process: Annotated[bool, typer.Option(
+        help="On CPU, also measure a fresh process at batch 1 (a few seconds) and say what the "
+             "whole process needs at the planned batch, and whether that fits --memory-mb.")
+    ] = True,
 ) -> None:
     """The largest batch size that fits a memory size, and the throughput to expect.
 
@@ -313,10 +319,17 @@ def plan(
             raise fail(p)
         largest = one(memory_mb * MB, UNCAPPED_MAX_BATCH, budget=False)  # the memory alone
         within = one(memory_mb * MB, UNCAPPED_MAX_BATCH)
+        floor = (_process_floor(run_dir, weights, random_init, size, precision, window,
+                                fit.device) if process else None)
+        # the fresh process at batch 1 plus the tensor line's growth beyond batch 1
+        whole = floor + (p.predicted_bytes - mem.upper(1)) if floor else None
         if as_json:
             typer.echo(json.dumps({"fit": mem.to_dict(), "plan": p.to_dict(),
                                    "largest_fitting_batch": largest.batch_size,
-                                   "largest_within_latency_budget": within.batch_size}, indent=2))
+                                   "largest_within_latency_budget": within.batch_size,
+                                   "process_floor_bytes": floor, "process_bytes": whole,
+                                   "process_fits": whole <= memory_mb * MB if whole else None},
+                                  indent=2))
             return
         typer.echo(header)
         thr = f"; expect {p.throughput:,.0f} windows/s ({p.latency_ms:.1f} ms per batch)" if p.throughput else ""
@@ -328,6 +341,15 @@ def plan(
                    f"{largest.batch_size}"
                    f"{' (extrapolated beyond the measured batches)' if largest.extrapolated else ''}"
                    f"{limit}")
+        if whole:
+            typer.echo(f"the process itself needs about {floor / MB:.0f} MB (a fresh process at "
+                       f"batch 1: Python, torch, the model), so about {whole / MB:.0f} MB at batch "
+                       f"{p.batch_size}")
+            if whole > memory_mb * MB:
+                typer.echo(f"warning: that is more than {memory_mb:g} MB: the batch above fits "
+                           f"the tensors only, and the process does not fit in {memory_mb:g} MB "
+                           "(the onnx runtime's process is smaller: `amnl export`, "
+                           "docs/deployment.md)", err=True)
         return
 
     from rich.table import Table
