@@ -82,3 +82,55 @@ def test_cli_rejects_a_huge_value_and_flags_far_readings(cmapss_dir, tmp_path):
     assert f"{len(records)} of {len(records)} units are outside the model's training range" in res.stderr
     res = runner.invoke(app, ["predict", "--input", str(tmp_path / "far.csv"), "--format", "csv"])
     assert res.exit_code == 0 and res.stdout.splitlines()[0].endswith(",warnings")
+
+
+#: C-MAPSS temperatures are in degrees Rankine, pressures in psia (NASA's data description).
+RANKINE = ("s_1", "s_2", "s_3", "s_4")
+PSIA = ("s_5", "s_6", "s_7", "s_11")
+BEYOND = f"sensors beyond {Z_LIMIT:g} training standard deviations"
+
+
+def bad_inputs(rows: np.ndarray) -> dict[str, np.ndarray]:
+    """One engine's rows (C-MAPSS columns) as a user might send them wrongly, by name."""
+    celsius = rows.copy()
+    for s in RANKINE:
+        celsius[:, COLUMNS.index(s)] = (celsius[:, COLUMNS.index(s)] - 491.67) * 5 / 9
+    for s in PSIA:
+        celsius[:, COLUMNS.index(s)] *= 6.894757
+    typo = rows.copy()
+    typo[len(rows) // 2, COLUMNS.index("s_2")] = 64300.0  # about 643
+    late = rows.copy()
+    late[:, 1] += 4999  # a first reading at cycle 5000
+    return {"celsius": celsius, "typo": typo, "late": late}
+
+
+def _fleet(named: dict[str, np.ndarray]) -> np.ndarray:
+    """The engines as units 1, 2, ... of one file."""
+    parts = []
+    for i, rows in enumerate(named.values()):
+        rows = rows.copy()
+        rows[:, 0] = i + 1
+        parts.append(rows)
+    return np.concatenate(parts)
+
+
+@pytest.fixture(scope="module")
+def engine31(cmapss_dir):
+    """FD001's test engine 31: 196 cycles from cycle 1, clean (true RUL 8)."""
+    values = np.loadtxt(cmapss_dir / "test_FD001.txt")
+    return values[values[:, 0] == 31]
+
+
+@pytest.mark.needs_data
+def test_predict_warns_on_wrong_units_a_typo_and_a_late_start_not_on_clean_data(
+        engine31, tmp_path):
+    named = {"clean": engine31, **bad_inputs(engine31)}
+    res = runner.invoke(app, ["predict", "--input", str(_csv(tmp_path / "f.csv", _fleet(named))),
+                              "--format", "json"])
+    assert res.exit_code == 0, res.output
+    got = dict(zip(named, (r["warnings"] for r in json.loads(res.stdout))))
+    assert got["clean"] == []
+    assert BEYOND in got["celsius"][0] and "(s_2, s_3, s_4)" in got["celsius"][0]
+    assert got["typo"] == [f"{BEYOND} in 1 of {len(engine31)} cycles (s_2)"]
+    assert any("age 5195 cycles, beyond the longest training engine" in w for w in got["late"])
+    assert f"{len(named) - 1} of {len(named)} units are outside" in res.stderr

@@ -29,7 +29,8 @@ READING_COLUMNS = [*SETTING_COLUMNS, *SENSOR_COLUMNS]
 
 #: magic, version, rows, last cycle, condition, sizes of fast / slow / base_sum, F, W
 _HEADER = struct.Struct("<4sIqqqIIIII")
-_MAGIC, _VERSION = b"AMNS", 1
+#: Version 2 adds the rows' check flags after the ring (version 1 snapshots read with none).
+_MAGIC, _VERSION = b"AMNS", 2
 
 
 @dataclass
@@ -44,6 +45,9 @@ class AssetState:
         base_sum: float64 (scaled features,) sum of the baseline cycles' smoothed rows.
         ring: float32 (W, model features) the last W model-ready rows; row ``i`` of the
             asset is at ``i % W``.
+        flags: uint32 (W,) the check flags of the same rows
+            (:func:`amnl.inference.checks.reading_flags`, set by the caller with
+            :meth:`OnlineFeatures.record_flags`; 0 when none were recorded).
     """
 
     rows: int
@@ -53,18 +57,26 @@ class AssetState:
     slow: np.ndarray
     base_sum: np.ndarray
     ring: np.ndarray
+    flags: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.flags is None:
+            self.flags = np.zeros(len(self.ring), np.uint32)
 
     def copy(self) -> AssetState:
         return AssetState(self.rows, self.last_cycle, self.condition, self.fast.copy(),
-                          self.slow.copy(), self.base_sum.copy(), self.ring.copy())
+                          self.slow.copy(), self.base_sum.copy(), self.ring.copy(),
+                          self.flags.copy())
 
     def to_bytes(self) -> bytes:
-        """A compact, pickle-free snapshot (header, float64 states, float32 ring)."""
+        """A compact, pickle-free snapshot (header, float64 states, float32 ring, uint32
+        flags)."""
         w, f = self.ring.shape
         head = _HEADER.pack(_MAGIC, _VERSION, self.rows, self.last_cycle, self.condition,
                             len(self.fast), len(self.slow), len(self.base_sum), f, w)
         return b"".join((head, self.fast.tobytes(), self.slow.tobytes(), self.base_sum.tobytes(),
-                         np.ascontiguousarray(self.ring, np.float32).tobytes()))
+                         np.ascontiguousarray(self.ring, np.float32).tobytes(),
+                         np.ascontiguousarray(self.flags, "<u4").tobytes()))
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> AssetState:
@@ -76,18 +88,19 @@ class AssetState:
         if len(blob) < _HEADER.size:
             raise DataError("asset state snapshot is truncated")
         magic, version, rows, last, cond, nf, ns, nb, f, w = _HEADER.unpack_from(blob)
-        if magic != _MAGIC or version != _VERSION:
+        if magic != _MAGIC or version not in (1, _VERSION):
             raise DataError(f"not an asset state snapshot (magic {magic!r}, version {version})")
-        sizes = [nf * 8, ns * 8, nb * 8, w * f * 4]
+        sizes = [nf * 8, ns * 8, nb * 8, w * f * 4, w * 4 if version >= 2 else 0]
         if len(blob) != _HEADER.size + sum(sizes):
             raise DataError("asset state snapshot has the wrong size")
         o = _HEADER.size
         parts = []
-        for n, dtype in zip(sizes, ("<f8", "<f8", "<f8", "<f4")):
+        for n, dtype in zip(sizes, ("<f8", "<f8", "<f8", "<f4", "<u4")):
             parts.append(np.frombuffer(blob, dtype, n // np.dtype(dtype).itemsize, o).copy())
             o += n
-        fast, slow, base, ring = parts
-        return cls(rows, last, cond, fast, slow, base, ring.reshape(w, f))
+        fast, slow, base, ring, flags = parts
+        return cls(rows, last, cond, fast, slow, base, ring.reshape(w, f),
+                   flags.astype(np.uint32) if version >= 2 else None)
 
 
 class OnlineFeatures:
@@ -248,9 +261,22 @@ class OnlineFeatures:
             if cfg.slow_smoothing < 1.0:
                 s.slow = slow64[i]
             s.ring[s.rows % self.window] = row[i]
+            s.flags[s.rows % self.window] = 0  # until the caller records this row's
             s.rows += 1
             s.last_cycle = int(cycles[i])
             s.condition = int(cond[i])
+
+    def recent_flags(self, state: AssetState) -> np.ndarray:
+        """uint32 (min(rows, W),) the recorded flags of the asset's last rows, oldest first."""
+        n = min(state.rows, self.window)
+        return state.flags[np.arange(state.rows - n, state.rows) % self.window]
+
+    def record_flags(self, state: AssetState, flags: np.ndarray) -> None:
+        """Record the check flags of the last ``len(flags)`` rows stepped (only the last W
+        are kept), e.g. :func:`amnl.inference.checks.reading_flags` of what :meth:`step`
+        returned."""
+        n = min(len(flags), self.window, state.rows)
+        state.flags[np.arange(state.rows - n, state.rows) % self.window] = flags[len(flags) - n:]
 
     def _windows(self, states: list[AssetState]) -> np.ndarray:
         """Each state's model input at its last cycle, float32 (n, W, F): the last W rows in
@@ -267,3 +293,4 @@ class OnlineFeatures:
 def _assign(state: AssetState, new: AssetState) -> None:
     state.rows, state.last_cycle, state.condition = new.rows, new.last_cycle, new.condition
     state.fast, state.slow, state.base_sum, state.ring = new.fast, new.slow, new.base_sum, new.ring
+    state.flags = new.flags

@@ -62,8 +62,9 @@ class AlertBook:
             state = have.copy() if have is not None else AssetAlerts(first_cycles[a] - 1)
             buf = {**self.buffers.get(a, {}), **new}
             while state.cycle + 1 in buf:
-                for t in evaluate(self.rules, state, a, buf.pop(state.cycle + 1)):
-                    self._transition(conn, state, t, stamp)
+                prediction = buf.pop(state.cycle + 1)
+                for t in evaluate(self.rules, state, a, prediction):
+                    self._transition(conn, state, t, stamp, prediction.get("warnings"))
                     events += 1
             states[a], buffers[a] = state, buf
             updates.append((state.to_json(), a))
@@ -82,13 +83,17 @@ class AlertBook:
         self.states.pop(asset_id, None)
         self.buffers.pop(asset_id, None)
 
-    def _transition(self, conn, state: AssetAlerts, t: Transition, stamp: float) -> None:
+    def _transition(self, conn, state: AssetAlerts, t: Transition, stamp: float,
+                    warnings: str | None = None) -> None:
+        """Write ``t``; a raised alert keeps the input warnings (JSON) of the prediction that
+        raised it: raised all the same, but marked (see docs/serving.md)."""
         streak = state.streaks[t.rule.name]
         if t.kind == "raised":
             alert_id = conn.execute(alerts.insert().values(
                 asset_id=t.asset_id, rule=t.rule.name, severity=t.rule.severity,
                 state="active_unacknowledged", message=t.rule.describe(), raised_at=stamp,
-                raised_cycle=t.cycle, raised_value=t.value)).inserted_primary_key[0]
+                raised_cycle=t.cycle, raised_value=t.value,
+                warnings=warnings)).inserted_primary_key[0]
             streak.open_id = t.alert_id = int(alert_id)
         else:  # cleared
             conn.execute(update(alerts).where(alerts.c.id == t.alert_id).values(
@@ -109,7 +114,8 @@ class AlertBook:
                            "value": {"raised": row["raised_value"],
                                      "cleared": row["cleared_value"]}.get(kind),
                            "note": row["ack_note"] if kind == "acknowledged" else None,
-                           "at": iso(stamp), "model_id": self.model_id}, sort_keys=True)
+                           "at": iso(stamp), "model_id": self.model_id,
+                           "warnings": json.loads(row["warnings"] or "[]")}, sort_keys=True)
         event_id = conn.execute(alert_events.insert().values(
             alert_id=alert_id, kind=kind, at=stamp, body=body)).inserted_primary_key[0]
         if self.urls:

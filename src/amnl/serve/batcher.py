@@ -42,6 +42,8 @@ class Job:
         cycle: the cycle the window ends at.
         window: float32 (W, F).
         acked_at: ``time.monotonic()`` of the acknowledgement (None for recovered work).
+        warnings: the input warnings of its prediction (:mod:`amnl.inference.checks`),
+            stored with it.
     """
 
     asset_id: str
@@ -49,6 +51,7 @@ class Job:
     cycle: int
     window: np.ndarray
     acked_at: float | None = None
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -24,7 +25,13 @@ def prediction_out(row: dict) -> dict:
             "rul": row["rul"], "rul_lower": row.get("rul_lower"), "rul_upper": row.get("rul_upper"),
             "health": row["health"],
             "probabilities": {c: row[f"p_{c}"] for c in HEALTH_CLASSES},
-            "model_id": row["model_id"], "time": iso(row["predicted_at"])}
+            "model_id": row["model_id"], "time": iso(row["predicted_at"]),
+            "warnings": warnings(row)}
+
+
+def warnings(row: dict) -> list[str]:
+    """A row's input warnings (the stored JSON list; NULL, or a row of schema 2: none)."""
+    return json.loads(row.get("warnings") or "[]")
 
 
 def asset_out(row: dict) -> dict:
@@ -43,6 +50,7 @@ def alert_out(row: dict) -> dict:
     """An alert row as the API's alert (raised, acknowledged and cleared, each with its cycle)."""
     return {"id": row["id"], "asset_id": row["asset_id"], "rule": row["rule"],
             "severity": row["severity"], "state": row["state"], "message": row["message"],
+            "warnings": warnings(row),
             "raised": {"at": iso(row["raised_at"]), "cycle": row["raised_cycle"],
                        "value": row["raised_value"]},
             "acknowledged": None if row["acknowledged_at"] is None else {
@@ -64,12 +72,12 @@ def predictions_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["asset_id", "cycle", "rul", "rul_lower", "rul_upper", "health",
-                *PROBABILITY_COLUMNS, "model_id", "time"])
+                *PROBABILITY_COLUMNS, "model_id", "time", "warnings"])
     for r in rows:
         w.writerow([r["asset_id"], r["cycle"], f"{r['rul']:.4f}",
                     *("" if r[k] is None else f"{r[k]:.4f}" for k in ("rul_lower", "rul_upper")),
                     r["health"], *(f"{r[c]:.6f}" for c in PROBABILITY_COLUMNS),
-                    r["model_id"], iso(r["predicted_at"])])
+                    r["model_id"], iso(r["predicted_at"]), "; ".join(warnings(r))])
     return buf.getvalue()
 
 

@@ -27,6 +27,7 @@ from amnl.cache import cache_dir
 from amnl.config import InferenceConfig
 from amnl.errors import ConfigError, ModelError
 from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
+from amnl.inference.checks import StreamChecks
 from amnl.inference.drift import DriftMonitor
 from amnl.inference.predictor import Predictor
 from amnl.rundir import (
@@ -156,6 +157,7 @@ class FleetService:
             self.predictor = load_predictor(s.model, serving_threads(s.inference))
         p = self.predictor
         self.online = OnlineFeatures(p.preprocessor)
+        self.checks = StreamChecks(p.preprocessor, p.config)
         self.engine = create_db_engine(s.url, synchronous=DURABILITY[s.durability])
         try:
             migrate(self.engine)
@@ -186,7 +188,8 @@ class FleetService:
                              self.metrics, alerts=book, intervals=p.intervals, drift=self.drift,
                              failed={a.asset_id: a.failure_cycle for a in stored
                                      if a.failure_cycle is not None},
-                             on_events=self.webhooks.wake if self.webhooks else lambda: None)
+                             on_events=self.webhooks.wake if self.webhooks else lambda: None,
+                             checks=self.checks)
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
                                       max_backlog=s.max_backlog, catch_up=self._catch_up,
@@ -266,10 +269,29 @@ class FleetService:
                 continue
             have, rows = self.store.feature_rows(a, min(cycles) - w + 1, max(cycles))
             windows = windows_from_rows(have, rows, cycles, w, self.online.n_features)
-            jobs.extend(Job(a, entry.incarnation, c, windows[c]) for c in cycles)
+            warned = self._stored_warnings(a, entry, cycles, windows)
+            jobs.extend(Job(a, entry.incarnation, c, windows[c], warnings=warned[c])
+                        for c in cycles)
         if jobs:
             logger.debug("catching up %d predictions of %d assets", len(jobs), len(by_asset))
         return jobs
+
+    def _stored_warnings(self, asset_id: str, entry: Entry, cycles: list[int],
+                         windows: dict[int, np.ndarray]) -> dict[int, tuple[str, ...]]:
+        """The input warnings of recovered predictions, from the stored readings of their
+        windows: the same as the writer gives as readings arrive."""
+        w = self.online.window
+        lo = max(min(cycles) - w + 1, entry.first_cycle)
+        with self.engine.connect() as conn:
+            stored = self.store.stored_readings(conn, asset_id, lo, max(cycles))
+        have = np.array(sorted(stored), np.int64)
+        raw = np.stack([stored[int(c)] for c in have])
+        cond, z = self.online.scale(have, raw, label=f"asset {asset_id}")
+        flags = self.checks.flags(raw[:, self.online.settings], cond, z)
+        pos = {int(c): i for i, c in enumerate(have)}
+        return {c: tuple(self.checks.warnings(flags[max(0, pos[c] - w + 1): pos[c] + 1], c,
+                                              windows[c]))
+                for c in cycles}
 
     # -- what the API calls ---------------------------------------------------------------------
     def validate(self, readings: Iterable[Mapping[str, Any]], loc: list,

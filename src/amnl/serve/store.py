@@ -51,7 +51,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._insert_prediction = insert_ignore(predictions, self.dialect)
         latest = {c: bindparam(c) for c in ("rul", "rul_lower", "rul_upper", "health",
-                                            *PROBABILITY_COLUMNS, "model_id", "predicted_at")}
+                                            *PROBABILITY_COLUMNS, "model_id", "predicted_at",
+                                            "warnings")}
         # the statements of every commit, on the driver's executemany with positional
         # parameters (the Core path costs more per row than the database does)
         q = engine.dialect.identifier_preparer.quote

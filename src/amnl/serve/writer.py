@@ -14,6 +14,7 @@ failed on that request (logged with its traceback; the rest of its group is stil
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -27,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from amnl.errors import DataError
 from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
+from amnl.inference.checks import StreamChecks
 from amnl.inference.drift import DriftMonitor
 from amnl.inference.intervals import RulIntervals
 from amnl.serve.alerting import AlertBook, Staged
@@ -106,14 +108,18 @@ class Writer:
         drift: fed with every accepted reading's condition and z-scores.
         failed: assets with a recorded failure cycle.
         on_events: called after a commit that may have stored webhook events.
+        checks: flags each reading and gives each prediction its input warnings
+            (:class:`amnl.inference.checks.StreamChecks`; None: no warnings).
     """
 
     def __init__(self, store: Store, online: OnlineFeatures, model_id: str,
                  entries: dict[str, Entry], on_commit: Callable[[list[Job]], None],
                  metrics, *, alerts: AlertBook, intervals: RulIntervals | None = None,
                  drift: DriftMonitor | None = None, failed: dict[str, int] | None = None,
-                 on_events: Callable[[], None] = lambda: None) -> None:
+                 on_events: Callable[[], None] = lambda: None,
+                 checks: StreamChecks | None = None) -> None:
         self.store, self.online, self.model_id = store, online, model_id
+        self.checks = checks
         self.entries = entries
         self.on_commit, self.metrics = on_commit, metrics
         self.alerts, self.intervals, self.drift = alerts, intervals, drift
@@ -308,16 +314,20 @@ class Writer:
                 if len(cycles) == 1:
                     single.append((a, entry, int(cycles[0]), raw[0], locs[0]))
                     continue
+                before = self.online.recent_flags(entry.state)
                 try:
                     windows, cond, z = self.online.step(entry.state, cycles, raw,
                                                         label=f"asset {a}")
                 except DataError as exc:
                     raise ApiError(422, locs[0], str(exc), "value_error") from None
                 observed.append((raw[:, self.online.settings], cond, z))
-                for c, r, w in zip(cycles, raw, windows):
+                warned = self._warnings(entry, before, raw, cond, z, cycles, windows)
+                for c, r, w, ws in zip(cycles, raw, windows, warned):
                     rows.append(reading_row(a, int(c), r, w[-1], stamp))  # w[-1]: its own row
-                    new_jobs.append(Job(a, entry.incarnation, int(c), w.copy()))  # not a view
+                    new_jobs.append(Job(a, entry.incarnation, int(c), w.copy(),  # not a view
+                                        warnings=ws))
             if single:  # a fleet's cycle: every asset stepped at once
+                befores = [self.online.recent_flags(e.state) for _, e, _, _, _ in single]
                 try:
                     windows, cond, z = self.online.step_many(
                         [e.state for _, e, _, _, _ in single],
@@ -328,9 +338,11 @@ class Writer:
                     raise ApiError(422, single[exc.row][4], str(exc), "value_error") from None
                 observed.append((np.stack([r for _, _, _, r, _ in single])[:, self.online.settings],
                                  cond, z))
-                for (a, e, c, r, _), w in zip(single, windows):
+                for k, ((a, e, c, r, _), w) in enumerate(zip(single, windows)):
                     rows.append(reading_row(a, c, r, w[-1], stamp))
-                    new_jobs.append(Job(a, e.incarnation, c, w.copy()))  # owns its 3.5 kB
+                    ws = self._warnings(e, befores[k], r[None], cond[k: k + 1], z[k: k + 1],
+                                        [c], w[None])[0]
+                    new_jobs.append(Job(a, e.incarnation, c, w.copy(), warnings=ws))  # own 3.5 kB
         except ApiError as exc:
             self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
                 sum(len(p.cycles) for p in item.parts))
@@ -398,6 +410,23 @@ class Writer:
                  for a in {r["asset_id"] for r in rows}}
         return self.alerts.stage(conn, rows, first, stamp)
 
+    def _warnings(self, entry: Entry, before: np.ndarray, raw: np.ndarray, cond: np.ndarray,
+                  z: np.ndarray, cycles, windows: np.ndarray) -> list[tuple[str, ...]]:
+        """The input warnings of each new cycle's prediction (``entry.state`` has stepped past
+        them; their flags are recorded in it): the readings of its window and its inputs, see
+        :class:`amnl.inference.checks.StreamChecks`."""
+        if self.checks is None:
+            return [()] * len(cycles)
+        flags = self.checks.flags(raw[:, self.online.settings], cond, z)
+        self.online.record_flags(entry.state, flags)
+        seen = np.concatenate([before, flags])  # the window's older readings, then these
+        w = self.online.window
+        out = []
+        for k, (c, x) in enumerate(zip(cycles, windows)):
+            end = len(before) + k + 1
+            out.append(tuple(self.checks.warnings(seen[max(0, end - w): end], int(c), x)))
+        return out
+
     def _prediction_rows(self, batches: list[Batch], stamp: float) -> list[dict]:
         from amnl.features.labels import HEALTH_CLASSES
 
@@ -418,7 +447,8 @@ class Writer:
                              "rul_upper": None if hi is None else float(hi),
                              "health": HEALTH_CLASSES[int(h)],
                              **{c: float(p) for c, p in zip(PROBABILITY_COLUMNS, prob)},
-                             "model_id": self.model_id, "predicted_at": stamp})
+                             "model_id": self.model_id, "predicted_at": stamp,
+                             "warnings": json.dumps(list(j.warnings)) if j.warnings else None})
         return rows
 
     def _control(self, item: Control) -> None:
