@@ -7,6 +7,7 @@
 
 
 import hmac
+import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -18,6 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from amnl import __version__
 from amnl.data.cmapss import COLUMNS, EngineTable
@@ -34,7 +37,8 @@ from amnl.serve.responses import (
 )
 from amnl.serve.schemas import (
     ASSET_ID_PATTERN,
-    ERRORS,
+    COMMON_ERRORS,
+    WRITE_ERRORS,
     MAX_ID,
     AckIn,
     AssetOut,
@@ -42,6 +46,7 @@ from amnl.serve.schemas import (
     FleetOut,
     IngestOut,
     PredictOut,
+    errors,
     request_models,
 )
 from amnl.serve.service import FleetService, load_predictor, serving_threads
@@ -51,12 +56,17 @@ from amnl.serve.settings import MAX_CYCLE, ServeSettings
 AlertFilter = Literal["open", "active_unacknowledged", "active_acknowledged",
                       "cleared_unacknowledged", "cleared_acknowledged"]
 AssetPath = Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="The asset's id.")]
+logger = logging.getLogger(__name__)
+#: The Prometheus text format every Prometheus reads (what ``generate_latest`` writes).
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Every integer a request carries is bounded (a 422 beyond, never an overflow in the database).
 Offset = Annotated[int, Query(ge=0, le=MAX_CYCLE, description="Items to skip.")]
 
 
 class _Limits:
-    """Pure ASGI middleware: the request body size limit and the latency metric by route."""
+    """Pure ASGI middleware: the request body read whole before the app sees it, at most
+    ``max_body`` bytes (a 413, with or without a Content-Length), and the latency metric by
+    route."""
 
     def __init__(self, app, service: FleetService, max_body: int) -> None:
         self.app, self.service, self.max_body = app, service, max_body
@@ -65,46 +75,73 @@ class _Limits:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        status = {"code": 500}
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            await _too_large(send, self.max_body)
-            status["code"] = 413
+        status: dict = {"code": 500}
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"], status["started"] = message["status"], True
+            await send(message)
+
+        try:
+            body = await self._body(scope, receive)
+        except ApiError as exc:
+            await _error(sending, exc)
         else:
-            seen = 0
-
-            async def limited():
-                nonlocal seen
-                message = await receive()
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise _TooLarge()
-                return message
-
-            async def sending(message):
-                if message["type"] == "http.response.start":
-                    status["code"] = message["status"]
-                await send(message)
-
-            try:
-                await self.app(scope, limited, sending)
-            except _TooLarge:
-                await _too_large(send, self.max_body)
-                status["code"] = 413
+            if body is not None:
+                try:
+                    await self.app(scope, _replay(body, receive), sending)
+                except Exception as exc:  # noqa: BLE001 - a bug: logged, answered, survived
+                    logger.exception("%s %s failed", scope["method"], scope["path"])
+                    if status["code"] == 500 and not status.get("started"):
+                        await _error(sending, ApiError(
+                            500, [], f"internal error ({type(exc).__name__}); the server's log "
+                            "has the details", "internal"))
         route = scope.get("route")
         self.service.metrics.request_seconds.labels(
             scope["method"], getattr(route, "path", "unmatched"), str(status["code"])
         ).observe(time.perf_counter() - t0)
 
+    async def _body(self, scope, receive) -> bytes | None:
+        """The whole body (None: the client left); an ApiError past the limit."""
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise _too_large(self.max_body)
+        chunks, seen, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:  # a chunked body has no Content-Length to refuse first
+                raise _too_large(self.max_body)
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
 
-class _TooLarge(Exception):
-    pass
+
+def _replay(body: bytes, receive):
+    """An ASGI ``receive`` that gives ``body`` once, then waits on the client's."""
+    sent = False
+
+    async def replayed():
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replayed
 
 
-async def _too_large(send, limit: int) -> None:
-    body = JSONResponse(ApiError(413, ["body"], f"request body is larger than {limit} bytes",
-                                 "too_large").body(), status_code=413)
-    await body({"type": "http"}, None, send)
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, ["body"], f"request body is larger than {limit} bytes", "too_large")
+
+
+async def _error(send, exc: ApiError, headers: dict | None = None) -> None:
+    """Send ``exc`` as the response (from middleware, outside the app's handlers)."""
+    response = JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    await response({"type": "http"}, None, send)
 
 
 def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
@@ -127,11 +164,14 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             yield
         finally:
             await run_in_threadpool(service.stop)
+            _app.state.dashboard.close()  # the dashboard's render thread
 
     app = FastAPI(title="amnl serve", version=__version__, lifespan=lifespan,
                   description="Remaining useful life and health state of every asset of a "
                               "fleet, updated with each reading. Writes need `Authorization: "
-                              "Bearer <token>` when the server has a token.")
+                              "Bearer <token>` when the server has a token. Every error has "
+                              "the body `{\"detail\": [{\"loc\", \"msg\", \"type\"}]}`.",
+                  responses=COMMON_ERRORS)
     app.state.service = service
     app.add_middleware(_Limits, service=service, max_body=settings.max_body_bytes)
     bearer = HTTPBearer(auto_error=False)
@@ -160,7 +200,24 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
-    @app.post("/v1/assets/{asset_id}/readings", response_model=IngestOut, responses=ERRORS,
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        """Routing's errors (an unknown path, a method the path has not) in the same shape."""
+        if exc.status_code == 405:
+            allow = _allowed_methods(app, request.scope)
+            headers = {"Allow": ", ".join(allow)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+            return JSONResponse(ApiError(405, ["method"], f"{request.method} is not allowed on "
+                                         f"this path; it takes {', '.join(allow)}",
+                                         "method_not_allowed").body(), 405, headers)
+        kind = "not_found" if exc.status_code == 404 else "http_error"
+        where = ["path"] if exc.status_code == 404 else []
+        return JSONResponse(ApiError(exc.status_code, where, str(exc.detail), kind).body(),
+                            exc.status_code, exc.headers)
+
+    @app.post("/v1/assets/{asset_id}/readings", response_model=IngestOut,
+              responses={**WRITE_ERRORS, **errors(409)},
               dependencies=writes, tags=["readings"])
     async def post_asset_readings(asset_id: AssetPath, body: AssetReadingsIn):
         """Store one or more consecutive cycles of one asset, atomically; answers once they
@@ -170,7 +227,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                                  asset_id)
         return ingest_out(await service.ingest(parts))
 
-    @app.post("/v1/readings", response_model=IngestOut, responses=ERRORS,
+    @app.post("/v1/readings", response_model=IngestOut,
+              responses={**WRITE_ERRORS, **errors(409)},
               dependencies=writes, tags=["readings"])
     async def post_fleet_readings(body: FleetReadingsIn):
         """Store readings of many assets (a gateway posting one cycle of the whole fleet),
@@ -193,13 +251,14 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
         return row
 
-    @app.get("/v1/assets/{asset_id}", response_model=AssetOut, responses=ERRORS, tags=["assets"])
+    @app.get("/v1/assets/{asset_id}", response_model=AssetOut, responses=errors(404),
+             tags=["assets"])
     def get_asset(asset_id: AssetPath):
         """The asset's latest prediction (RUL, health, probabilities, cycle, model, time)."""
         return asset_out(found(asset_id))
 
     @app.get("/v1/assets/{asset_id}/predictions", responses={
-        **ERRORS, 200: {"content": {"application/json": {}, "text/csv": {}},
+        **errors(404), 200: {"content": {"application/json": {}, "text/csv": {}},
                         "description": "The predictions, oldest first."}}, tags=["assets"])
     def get_predictions(asset_id: AssetPath, format: Literal["json", "csv"] = "json",
                         from_cycle: Annotated[int | None, Query(ge=0, le=MAX_CYCLE)] = None,
@@ -215,7 +274,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         return JSONResponse({"asset_id": asset_id,
                              "predictions": [prediction_out(r) for r in rows]})
 
-    @app.delete("/v1/assets/{asset_id}", status_code=204, responses=ERRORS,
+    @app.delete("/v1/assets/{asset_id}", status_code=204,
+                responses={**WRITE_ERRORS, **errors(404)},
                 dependencies=writes, tags=["assets"])
     async def delete_asset(asset_id: AssetPath):
         """Forget the asset: its readings, predictions and state."""
@@ -223,7 +283,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
         return Response(status_code=204)
 
-    @app.post("/v1/predict", response_model=PredictOut, responses=ERRORS,
+    @app.post("/v1/predict", response_model=PredictOut, responses=WRITE_ERRORS,
               dependencies=writes, tags=["predict"])
     def predict(body: PredictIn):
         """Stateless: each asset's history in, its prediction at the last cycle out (as `amnl
@@ -243,7 +303,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         preds = stateless_out(out, table, ids)
         return {"model_id": service.predictor.model_id, "predictions": preds}
 
-    @app.post("/v1/assets/{asset_id}/failure", responses=ERRORS, dependencies=writes,
+    @app.post("/v1/assets/{asset_id}/failure", responses={**WRITE_ERRORS, **errors(404, 409)},
+              dependencies=writes,
               tags=["accuracy"])
     async def post_failure(asset_id: AssetPath, body: FailureIn):
         """Record the cycle at which the asset failed (or was removed): the true RUL of its
@@ -268,14 +329,15 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                 "rules": [{**asdict(r), "description": r.describe()} for r in service.rules],
                 "items": [alert_out(r) for r in rows]}
 
-    @app.post("/v1/alerts/{alert_id}/ack", responses=ERRORS, dependencies=writes,
+    @app.post("/v1/alerts/{alert_id}/ack", responses={**WRITE_ERRORS, **errors(404)},
+              dependencies=writes,
               tags=["alerts"])
     async def ack_alert(alert_id: Annotated[int, Path(ge=1, le=MAX_ID)],
                         body: AckIn | None = None):
         """Acknowledge an alert, with a note; a cleared alert may be acknowledged too."""
         return alert_out(await service.ack(alert_id, body.note if body else None))
 
-    @app.get("/v1/drift", tags=["drift"])
+    @app.get("/v1/drift", responses=errors(404), tags=["drift"])
     def get_drift():
         """PSI of the recent readings against the training distribution, per operating
         condition and model input, and the share of readings in no known condition."""
@@ -295,8 +357,13 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
 
     @app.get("/readyz", responses={503: {"model": dict}}, tags=["operations"])
     def readyz():
-        """Ready: the model is loaded and the database answers."""
+        """Ready: the model is loaded, the database answers and the service's threads run."""
         p = service.predictor
+        dead = service.dead_threads()
+        if dead:
+            return JSONResponse({"status": "thread died", "threads": dead,
+                                 "error": f"the {', '.join(dead)} thread died (see the log); "
+                                          "restart the service"}, status_code=503)
         try:
             service.store.ping()
         except Exception as exc:  # noqa: BLE001
@@ -306,15 +373,28 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                 "precision": p.inference.precision, "max_batch": service.max_batch,
                 "assets": len(service.writer.entries)}
 
-    @app.get("/metrics", tags=["operations"])
+    @app.get("/metrics", response_class=Response, tags=["operations"], responses={
+        200: {"description": "Prometheus's text format.",
+              "content": {METRICS_TYPE: {"schema": {"type": "string"}}}}})
     def metrics():
         """Prometheus metrics."""
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+        from prometheus_client import generate_latest
 
         service.refresh_gauges()
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(service.metrics.registry), media_type=METRICS_TYPE)
 
     return app
+
+
+def _allowed_methods(app: FastAPI, scope) -> list[str]:
+    """Every method some route takes on the scope's path (a path such as
+    ``/v1/assets/{asset_id}`` has one route per method), OPTIONS included."""
+    methods = {"OPTIONS"}
+    for route in app.router.routes:
+        if getattr(route, "methods", None) and route.matches(
+                {**scope, "method": next(iter(route.methods))})[0] == Match.FULL:
+            methods |= route.methods
+    return sorted(methods)
 
 
 #: EngineTable column order from (unit, cycle, READING_COLUMNS...).

@@ -187,4 +187,26 @@ class ErrorOut(BaseModel):
     detail: list[ErrorItem]
 
 
-ERRORS = {s: {"model": ErrorOut} for s in (401, 404, 409, 413, 422, 503)}
+#: What each error status means (the OpenAPI document's description of it).
+ERROR_STATUSES = {
+    401: "A write without the server's bearer token.",
+    404: "No such asset, alert or drift reference.",
+    408: "The request body did not arrive within the server's body timeout.",
+    409: "Conflicts with what is stored (a re-sent cycle with other values, a closed history).",
+    413: "The request body is larger than the server's --max-body-bytes.",
+    422: "A value, a parameter or the JSON itself is invalid; `loc` names it.",
+    500: "A bug (the server's log has the traceback).",
+    503: "The database did not take the write, or the writer did not answer in time.",
+}
+
+
+def errors(*statuses: int) -> dict:
+    """``responses=`` of a route: each status with :class:`ErrorOut`'s body."""
+    return {s: {"model": ErrorOut, "description": ERROR_STATUSES[s]} for s in statuses}
+
+
+#: What every operation may answer (the body limit and timeout apply to every request, a
+#: parameter or body may be invalid, and a bug is a 500 in the same shape).
+COMMON_ERRORS = errors(408, 413, 422, 500)
+#: What every write may answer besides: no token, the database did not take it.
+WRITE_ERRORS = errors(401, 503)
