@@ -145,3 +145,95 @@ def test_a_write_the_writer_does_not_answer_in_time_gets_a_503(live_server, tmp_
         # the write was applied once the writer got to it: sending it again is a no-op
         r = post(c, "e1", rows[:2])
         assert r.status_code == 200 and r.json()["duplicates"] == 2, r.text
+
+
+class Killed(BaseException):
+    """Not an Exception: what no step survives (a thread that dies must be seen)."""
+
+
+def in_thread(name: str, fault, times: int, real=None):
+    """A replacement that raises ``fault`` the first ``times`` calls from thread ``name``."""
+    calls = {"n": 0}
+
+    def replaced(*args, **kw):
+        if threading.current_thread().name == name and calls["n"] < times:
+            calls["n"] += 1
+            fault()
+        return real(*args, **kw) if real is not None else None
+
+    replaced.calls = calls
+    return replaced
+
+
+def wait_for(condition, seconds: float = ANSWER_WITHIN) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_the_batcher_survives_a_catch_up_that_raises(live_server, db_url, engines, monkeypatch):
+    from amnl.serve.store import Store
+
+    flaky = in_thread("amnl-batcher", locked, 2, Store.unpredicted)
+    monkeypatch.setattr(Store, "unpredicted", flaky)  # the first catch-up runs at start
+    server = live_server(settings(db_url))
+    wait_for(lambda: flaky.calls["n"] == 2)
+    rows = engines["e1"][:20]
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e1", rows).status_code == 200
+        assert server.service.wait_predicted(30)
+        assert len(c.get("/v1/assets/e1/predictions").json()["predictions"]) == 20
+        assert c.get("/readyz").status_code == 200
+        metrics = c.get("/metrics").text
+    assert 'amnl_background_errors_total{step="catch_up",thread="batcher"} 2.0' in metrics
+    assert 'amnl_thread_alive{thread="batcher"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("step", ["alerts", "drift", "on_commit"])
+def test_the_writer_survives_a_step_after_the_commit_that_raises(live_server, tmp_path, engines,
+                                                                 monkeypatch, step):
+    server = live_server(settings(str(tmp_path / "a.db")))
+    w = server.service.writer
+    owner, name = {"alerts": (w.alerts, "apply"), "drift": (w.drift, "observe"),
+                   "on_commit": (w, "on_commit")}[step]
+    if owner is None:
+        pytest.skip("this model has no drift reference")
+    monkeypatch.setattr(owner, name, in_thread("amnl-writer", bug, 1, getattr(owner, name)))
+    rows = engines["e1"]
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e1", rows[:10]).status_code == 200  # its step fails after the commit
+        assert post(c, "e1", rows[10:20]).status_code == 200
+        assert server.service.wait_predicted(30)
+        assert [p["cycle"] for p in c.get("/v1/assets/e1/predictions").json()[
+            "predictions"]] == list(range(1, 21))
+        assert c.get("/readyz").status_code == 200
+        metrics = c.get("/metrics").text
+    assert f'amnl_background_errors_total{{step="{step}",thread="writer"}} 1.0' in metrics
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("thread", ["batcher", "writer"])
+def test_a_thread_that_dies_makes_readyz_answer_503_naming_it(live_server, tmp_path, engines,
+                                                              monkeypatch, thread):
+    from amnl.serve.store import Store
+
+    def killed():
+        raise Killed()
+
+    if thread == "batcher":  # its first catch-up, at start
+        monkeypatch.setattr(Store, "unpredicted", in_thread("amnl-batcher", killed, 1,
+                                                            Store.unpredicted))
+    server = live_server(settings(str(tmp_path / "a.db")))
+    service = server.service
+    service.answer_timeout = 1.0
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        if thread == "writer":
+            monkeypatch.setattr(service.writer.alerts, "apply",
+                                in_thread("amnl-writer", killed, 1, service.writer.alerts.apply))
+            # the writer dies after the commit, before answering: the last resort answers
+            assert post(c, "e1", engines["e1"][:3]).status_code in (200, 503)
+        wait_for(lambda: thread in service.dead_threads())
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["threads"] == [thread], r.text
+        assert f'amnl_thread_alive{{thread="{thread}"}} 0.0' in c.get("/metrics").text

@@ -29,8 +29,11 @@ RELEASE_REASONS = ("full", "timeout", "drained", "catch_up")
 #: least this many windows (each catch-up scans the readings for unpredicted ones).
 CATCH_UP_BATCHES = 8
 CATCH_UP_MIN = 512
-#: Pause after a failed forward pass before its windows are tried again (from the database).
+#: Pause after a failed forward pass before its windows are tried again (from the database),
+#: or after a failed step of the thread (a catch-up, a hand-over); it doubles with each failure
+#: in a row, up to :data:`MAX_RETRY_SECONDS`.
 RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 30.0
 
 
 @dataclass
@@ -81,17 +84,22 @@ class DynamicBatcher:
         nice: raise the batcher thread's nice value by this much (Linux), so that
             acknowledgements keep the CPU when predictions cannot keep up; the runtime should
             then run in this thread (one intra-op thread).
+        on_fault: called with the step's name (``catch_up``, ``hand_over``) and the exception
+            when a step of the thread fails; the thread logs it, waits (see
+            :data:`RETRY_SECONDS`) and carries on, its windows caught up from the database.
     """
 
     def __init__(self, predict: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                  on_batch: Callable[[Batch], None], *, max_batch: int, max_wait_ms: float,
                  max_backlog: int, catch_up: Callable[[int], list[Job]] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
-                 nice: int = 0) -> None:
+                 nice: int = 0,
+                 on_fault: Callable[[str, BaseException], None] | None = None) -> None:
         self.predict, self.on_batch = predict, on_batch
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.max_backlog, self.catch_up, self.on_error = max_backlog, catch_up, on_error
-        self.nice = nice
+        self.nice, self.on_fault = nice, on_fault
+        self._failures = 0  # failed steps in a row (the backoff's exponent)
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
         self._behind = catch_up is not None  # a start may find unpredicted readings
@@ -102,6 +110,11 @@ class DynamicBatcher:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """False once the thread has died (it survives any Exception of a step)."""
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._cond:
@@ -172,7 +185,11 @@ class DynamicBatcher:
             except (AttributeError, OSError) as exc:
                 logger.warning("cannot lower the batcher's priority: %s", exc)
         while True:
-            taken = self._take()
+            try:
+                taken = self._take()
+            except Exception as exc:  # noqa: BLE001 - e.g. the database, in a catch-up
+                self._fault("catch_up", exc)
+                continue
             if taken is None:
                 return
             jobs, reason = taken
@@ -185,7 +202,32 @@ class DynamicBatcher:
                     logger.exception("a forward pass of %d windows failed", len(part))
                     if self.on_error:
                         self.on_error(exc)
-                    time.sleep(RETRY_SECONDS)
+                    self._pause()
                     self.mark_behind()
                     continue
-                self.on_batch(Batch(part, rul, prob, reason, time.perf_counter() - t0))
+                try:
+                    self.on_batch(Batch(part, rul, prob, reason, time.perf_counter() - t0))
+                except Exception as exc:  # noqa: BLE001
+                    self._fault("hand_over", exc)
+                    continue
+                self._failures = 0
+
+    def _fault(self, step: str, exc: BaseException) -> None:
+        """A step failed: log, count, wait, and catch its windows up from the database."""
+        logger.exception("the batcher's %s failed; retrying", step)
+        if self.on_fault is not None:
+            try:
+                self.on_fault(step, exc)
+            except Exception:  # noqa: BLE001
+                logger.exception("on_fault failed")
+        self._pause()
+        self.mark_behind()
+
+    def _pause(self) -> None:
+        """Wait :data:`RETRY_SECONDS`, doubled for each failure in a row (a stop ends it)."""
+        seconds = min(RETRY_SECONDS * 2 ** self._failures, MAX_RETRY_SECONDS)
+        self._failures += 1
+        deadline = time.monotonic() + seconds
+        with self._cond:  # woken by submits too: wait out the whole pause
+            while not self._stop and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())

@@ -194,7 +194,9 @@ class FleetService:
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
                                       max_backlog=s.max_backlog, catch_up=self._catch_up,
                                       on_error=lambda _e: self.metrics.failed_predictions.inc(),
-                                      nice=BATCHER_NICE)
+                                      nice=BATCHER_NICE, on_fault=lambda step, _e:
+                                      self.metrics.background_errors.labels("batcher",
+                                                                            step).inc())
         self.metrics.model.info({"model_id": p.model_id, "runtime": p.inference.runtime,
                                  "precision": p.inference.precision,
                                  "max_batch": str(self.max_batch)})
@@ -466,8 +468,19 @@ class FleetService:
                 "last_cycle": score([items[-1] for items in by_asset.values()]) if rows else None,
                 "assets": assets}
 
+    def dead_threads(self) -> list[str]:
+        """The service's threads that have died (``/readyz`` then answers 503 naming them);
+        each survives any failure of a step, so this is a bug or an interpreter's exit."""
+        threads = {"writer": self.writer.alive, "batcher": self.batcher.alive}
+        if self.webhooks is not None:
+            threads["webhooks"] = self.webhooks._thread.is_alive()
+        for name, alive in threads.items():
+            self.metrics.thread_alive.labels(name).set(int(alive))
+        return [name for name, alive in threads.items() if not alive]
+
     def refresh_gauges(self) -> None:
-        """Gauges read at scrape time: queue depth, open alerts, drift."""
+        """Gauges read at scrape time: queue depth, open alerts, drift, live threads."""
+        self.dead_threads()
         self.metrics.queue_depth.set(self.batcher.depth)
         open_alerts = self.store.open_alerts_by_severity()
         for severity in SEVERITIES:

@@ -133,6 +133,11 @@ class Writer:
     def start(self) -> None:
         self._thread.start()
 
+    @property
+    def alive(self) -> bool:
+        """False once the thread has died (it survives any Exception of a group)."""
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         self._queue.put(None)
         self._thread.join(30)
@@ -246,23 +251,38 @@ class Writer:
             self.on_commit(None)  # let the batcher know it is behind
             return
         self.entries.update(changed)
-        self.alerts.apply(staged)
-        if self.drift is not None and seen:  # one pass for the whole group
-            self.metrics.unknown_conditions.inc(self.drift.observe(
-                np.concatenate([s for s, _, _ in seen]), np.concatenate([c for _, c, _ in seen]),
-                np.concatenate([z for _, _, z in seen])))
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
         acked = time.monotonic()
         for job in jobs:
             job.acked_at = acked
-        for item in accepted:
+        for item in accepted:  # durable: answered before anything else can fail
             answer(item.future, item.result)
         self.metrics.acknowledged.inc(len(reading_rows))
-        self._count_predictions(batches, acked)
-        self.on_commit(jobs)
+        # what follows the commit: a failure is logged and counted, and the thread goes on
+        self._step("alerts", self.alerts.apply, staged)
+        if self.drift is not None and seen:  # one pass for the whole group
+            self._step("drift", self._observe, seen)
+        self._step("metrics", self._count_predictions, batches, acked)
+        if not self._step("on_commit", self.on_commit, jobs):
+            self._step("on_commit", self.on_commit, None)  # caught up from the database
         if staged.events:
             self.metrics.alert_events.inc(staged.events)
-            self.on_events()
+            self._step("on_events", self.on_events)
+
+    def _step(self, name: str, fn: Callable, *args) -> bool:
+        """Run a step that follows a commit; False (logged, counted) when it raised."""
+        try:
+            fn(*args)
+        except Exception:  # noqa: BLE001 - the commit stands; the thread must go on
+            logger.exception("the writer's %s step failed after a commit", name)
+            self.metrics.background_errors.labels("writer", name).inc()
+            return False
+        return True
+
+    def _observe(self, seen: list[tuple]) -> None:
+        self.metrics.unknown_conditions.inc(self.drift.observe(
+            np.concatenate([s for s, _, _ in seen]), np.concatenate([c for _, c, _ in seen]),
+            np.concatenate([z for _, _, z in seen])))
 
     def _count_predictions(self, batches: list[Batch], t: float) -> None:
         for b in batches:
