@@ -360,3 +360,32 @@ def test_bench_writes_where_it_says_not_into_a_benchmarks_folder(tmp_path, monke
     [written] = tmp_path.glob("amnl-bench-*.json")
     assert f"wrote {written}" in res.output
     assert json.loads(written.read_text())["rows"]
+
+
+def test_predict_says_what_a_file_that_is_not_csv_looks_like(trained, tmp_path):
+    """#26 item 20: a semicolon CSV, a gzipped CSV, a TSV and a PNG named .csv all got "CSV
+    header lacks column(s) ..."; each now gets one line saying what the file looks like."""
+    import gzip
+
+    from amnl.data.cmapss import COLUMNS
+
+    data, run = trained
+    values = np.loadtxt(data / "test_FD001.txt")
+    rows = [",".join(COLUMNS), *(",".join(f"{v:g}" for v in r) for r in values)]
+    text = "\n".join(rows) + "\n"
+    cases = {"semicolon.csv": (text.replace(",", ";").encode(), "a semicolon-separated file"),
+             "tab.csv": (text.replace(",", "\t").encode(), "a tab-separated file"),
+             "tab.tsv": (text.replace(",", "\t").encode(), "a tab-separated file"),
+             "gzipped.csv": (gzip.compress(text.encode()), "a gzip-compressed file"),
+             "image.csv": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200),
+                           "a binary file (PNG image)")}
+    for name, (content, looks) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        res = runner.invoke(app, ["predict", "--input", str(path), "--run", str(run)])
+        assert res.exit_code == 2, (name, res.output)
+        assert f"looks like {looks}" in res.stderr, (name, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and name in res.stderr
+    (tmp_path / "good.csv").write_text(text)  # the same rows with commas are read
+    res = runner.invoke(app, ["predict", "--input", str(tmp_path / "good.csv"), "--run", str(run)])
+    assert res.exit_code == 0, res.output

@@ -134,8 +134,43 @@ def _read_bytes(path: Path) -> bytes:
         raise DataError(f"cannot read file ({exc.strerror})", path=str(path)) from None
 
 
+#: File signatures (leading bytes) of formats a user may hand over by mistake, as named in
+#: an error message. Parquet files also end with PAR1; the start is enough to name one.
+MAGIC_BYTES = {b"\x1f\x8b": "a gzip-compressed file (decompress it first: gunzip)",
+               b"\x89PNG\r\n\x1a\n": "a binary file (PNG image)",
+               b"\xff\xd8\xff": "a binary file (JPEG image)",
+               b"%PDF-": "a binary file (PDF document)",
+               b"PK\x03\x04": "a zip archive (an .xlsx workbook is one: save it as CSV)",
+               b"PAR1": "a Parquet file (amnl score reads Parquet)",
+               b"BZh": "a bzip2-compressed file (decompress it first)",
+               b"\xfd7zXZ\x00": "an xz-compressed file (decompress it first)"}
+
+
+def _not_binary(head: bytes, path: str) -> None:
+    """Raise a :class:`DataError` saying what a file is when its first bytes show it is not
+    text (a known signature, or NUL bytes), rather than failing later on a strange byte."""
+    what = next((name for magic, name in MAGIC_BYTES.items() if head.startswith(magic)), None)
+    if what is None and b"\x00" in head:
+        what = "a binary file (it holds NUL bytes)"
+    if what is not None:
+        raise DataError(f"not a text file of sensor readings: it looks like {what}", path=path)
+
+
+def _delimiter_hint(line: str) -> str:
+    """What a first line that is not comma-separated looks like, if it shows another
+    separator (``"; it looks like a semicolon-separated file: ..."``), else ``""``."""
+    if "," in line:
+        return ""
+    for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        if line.count(sep) >= 2:
+            return (f"; it looks like a {name}-separated file: amnl reads CSV with commas as "
+                    "separators (and a header), or C-MAPSS text (numbers separated by spaces)")
+    return ""
+
+
 def _read_text(path: Path) -> list[str]:
     raw = _read_bytes(path)
+    _not_binary(raw[:1024], str(path))
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError as exc:
@@ -156,7 +191,9 @@ def _locate_bad_token(lines: list[str], path: str, names: list[str], first_line:
             try:
                 v = float(tok)
             except ValueError:
-                return DataError(f"{tok!r} is not a number ({names[j - 1]})", path=path, line=i, column=j)
+                hint = _delimiter_hint(line) if i == 1 else ""
+                return DataError(f"{tok!r} is not a number ({names[j - 1]}){hint}", path=path,
+                                 line=i, column=j)
             if not np.isfinite(v):
                 return DataError(f"{tok!r} is not a finite number ({names[j - 1]})", path=path, line=i,
                                  column=j)
@@ -373,6 +410,7 @@ def _read_csv(p: Path, required: list[str] | None) -> EngineTable:
     import io
 
     raw = _read_bytes(p)
+    _not_binary(raw[:1024], str(p))
     # utf-8-sig drops Excel's byte-order mark; bytes that are not UTF-8 (in columns amnl does
     # not read) are kept as escapes, and a number made of them fails below with its place
     text = raw.decode("utf-8-sig", errors="surrogateescape")
@@ -392,7 +430,9 @@ def _read_csv(p: Path, required: list[str] | None) -> EngineTable:
     needed = ["unit", "cycle", *SETTING_COLUMNS, *(required or [])]
     missing = [c for c in dict.fromkeys(needed) if c not in where]
     if missing:
-        raise DataError(f"CSV header lacks column(s) {', '.join(missing)}", path=str(p), line=1)
+        header_line = text.lstrip("\ufeff").split("\n", 1)[0]
+        raise DataError(f"CSV header lacks column(s) {', '.join(missing)}"
+                        f"{_delimiter_hint(header_line)}", path=str(p), line=1)
     if len(rows) < 2:
         raise DataError("CSV has a header but no rows", path=str(p))
     values = np.zeros((len(rows) - 1, len(COLUMNS)))
@@ -453,6 +493,7 @@ def iter_histories(path: str | os.PathLike, required: list[str] | None = None, *
     except FileNotFoundError:
         raise DataError("file not found", path=str(p)) from None
     with f:
+        _not_binary(f.buffer.peek(1024)[:1024], str(p))
         try:
             for line_no, line in enumerate(f, start=1):
                 line = line.rstrip("\n")
@@ -483,7 +524,10 @@ def _is_csv(p: Path) -> bool:
         return True
     try:
         with open(p, "rb") as f:
-            return b"," in f.readline()
+            head = f.read(1024)
+            _not_binary(head, str(p))
+            first = head.split(b"\n", 1)[0] + (f.readline() if b"\n" not in head else b"")
+        return b"," in first
     except FileNotFoundError:
         raise DataError("file not found", path=str(p)) from None
     except OSError as exc:
