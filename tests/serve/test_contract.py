@@ -12,10 +12,12 @@ import pytest
 from amnl.config import InferenceConfig
 from amnl.data.cmapss import load_subset
 from amnl.data.paths import sample_dir
+from amnl.errors import ConfigError
 from amnl.serve.errors import ApiError
 from amnl.serve.settings import MAX_FAILURE_GAP, ServeSettings
 
 from .conftest import reading
+from .test_dashboard import browser, visit  # noqa: F401 - the browser fixture
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +187,60 @@ def test_every_error_has_the_documented_shape_and_is_in_the_openapi(live_server,
 
 def _raise(*_a, **_k):
     raise RuntimeError("injected")
+
+
+def test_the_host_header_is_checked(live_server, tmp_path):
+    loopback = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}",
+                                    allowed_hosts=["plant-gw.local"]))
+    for host, status in (("evil.example", 400), ("evil.example:80", 400),
+                         ("127.0.0.1.evil.example", 400), ("[::2]", 400),
+                         (f"127.0.0.1:{loopback.port}", 200), ("localhost", 200),
+                         ("LOCALHOST:1", 200), ("[::1]:8000", 200), ("plant-gw.local", 200)):
+        for path in ("/", "/v1/assets", "/healthz"):
+            r = httpx.get(loopback.url + path, headers={"Host": host})
+            assert r.status_code == status, (host, path)
+            if status == 400:
+                assert r.json()["detail"][0]["loc"] == ["header", "host"]
+                assert r.json()["detail"][0]["type"] == "host_not_allowed"
+    # a wildcard bind needs a token, and without --allowed-host it answers every Host
+    assert ServeSettings(host="0.0.0.0", api_token="t").host_allowed() is None
+    assert "gw.example" in ServeSettings(host="0.0.0.0", api_token="t",
+                                         allowed_hosts=["gw.example"]).host_allowed()
+    assert ServeSettings(allowed_hosts=["*"]).host_allowed() is None
+    for bad in ("gw.example:8000", "http://gw.example", "", "a b"):
+        with pytest.raises(ConfigError):
+            ServeSettings(allowed_hosts=[bad])
+
+
+def test_security_headers_and_docs_without_a_network(live_server, tmp_path):
+    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}"))
+    with httpx.Client(base_url=server.url) as c:
+        for path in ("/", "/ui/alerts", "/v1/assets", "/docs", "/no/such", "/static/amnl.js"):
+            r = c.get(path)
+            assert r.headers["x-frame-options"] == "DENY", path
+            assert r.headers["x-content-type-options"] == "nosniff", path
+            csp = r.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp, path
+        page = c.get("/docs").text
+        assert "cdn" not in page and "http" not in page  # nothing from elsewhere
+        for asset in ("/static/swagger-ui-bundle.js", "/static/swagger-ui.css",
+                      "/static/swagger-init.js"):
+            assert asset in page and c.get(asset).status_code == 200
+        assert c.get("/redoc").status_code == 404  # ReDoc would come from a CDN
+
+
+def test_docs_render_under_the_csp(browser, live_server, tmp_path):
+    """Swagger UI draws the operations from the vendored files, with no console error (a
+    CSP violation or a failed load is one)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}"))
+    visit(browser, server.url + "/docs")
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located(
+        (By.CSS_SELECTOR, ".opblock-summary-path")))
+    paths = {e.text.replace("\u200b", "") for e in browser.find_elements(
+        By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert "/v1/assets/{asset_id}/readings" in paths
+    assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

@@ -89,6 +89,10 @@ def serve(
              "with alerts, no data needed.")] = _default("demo"),
     demo_speed: Annotated[float, typer.Option(help="Cycles a second of --demo.")
                           ] = _default("demo_speed"),
+    allowed_host: Annotated[list[str] | None, typer.Option(
+        help="A Host header the server answers besides its bind address, localhost, 127.0.0.1 "
+             "and [::1] (repeatable; * for any); others get a 400 (no DNS rebinding). A "
+             "0.0.0.0 bind without it answers any Host.", show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a fleet: readings in over HTTP, RUL and health per asset, kept in a database.
@@ -114,9 +118,9 @@ def serve(
                    durability=durability, max_body_bytes=max_body_bytes,
                    alert_rules=str(alert_rules) if alert_rules else None,
                    webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
-                   demo_speed=demo_speed)
+                   demo_speed=demo_speed, allowed_hosts=list(allowed_host or []))
     _check_port(host, port)
-    app = create_app(settings)
+    app = run(create_app, settings)  # loads the model: a bad --model is one line
     # the model and database are opened by the app's lifespan: load them now, so that a bad
     # --model or --db is one line and exit 2 rather than a traceback inside uvicorn
     run(app.state.service.start)

@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 import numpy as np
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -59,17 +59,28 @@ AssetPath = Annotated[str, Path(pattern=ASSET_ID_PATTERN, description="The asset
 logger = logging.getLogger(__name__)
 #: The Prometheus text format every Prometheus reads (what ``generate_latest`` writes).
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Sent with every response: scripts, styles, images and fetches from this server only (the
+#: dashboard's and Swagger UI's are vendored under /static), no framing, no MIME sniffing, no
+#: referrer. Styles may be inline (the charts' SVG carries style attributes).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+       "frame-ancestors 'none'; form-action 'self'")
+SECURITY_HEADERS = [(b"content-security-policy", CSP.encode()),
+                    (b"x-frame-options", b"DENY"), (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"no-referrer")]
 #: Every integer a request carries is bounded (a 422 beyond, never an overflow in the database).
 Offset = Annotated[int, Query(ge=0, le=MAX_CYCLE, description="Items to skip.")]
 
 
 class _Limits:
-    """Pure ASGI middleware: the request body read whole before the app sees it, at most
-    ``max_body`` bytes (a 413, with or without a Content-Length), and the latency metric by
-    route."""
+    """Pure ASGI middleware: the Host header checked (a 400 for another host: no DNS
+    rebinding), the request body read whole before the app sees it, at most ``max_body`` bytes
+    (a 413, with or without a Content-Length), the security headers on every response, and the
+    latency metric by route."""
 
-    def __init__(self, app, service: FleetService, max_body: int) -> None:
-        self.app, self.service, self.max_body = app, service, max_body
+    def __init__(self, app, service: FleetService, max_body: int,
+                 hosts: frozenset[str] | None) -> None:
+        self.app, self.service, self.max_body, self.hosts = app, service, max_body, hosts
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -80,9 +91,13 @@ class _Limits:
         async def sending(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []),
+                                      *((k, v) for k, v in SECURITY_HEADERS if k not in have)]
             await send(message)
 
         try:
+            self._check_host(scope)
             body = await self._body(scope, receive)
         except ApiError as exc:
             await _error(sending, exc)
@@ -100,6 +115,20 @@ class _Limits:
         self.service.metrics.request_seconds.labels(
             scope["method"], getattr(route, "path", "unmatched"), str(status["code"])
         ).observe(time.perf_counter() - t0)
+
+    def _check_host(self, scope) -> None:
+        if self.hosts is None:
+            return
+        host = dict(scope["headers"]).get(b"host")
+        if host is None:  # HTTP/1.0 without one: no browser, no rebinding
+            return
+        name = host.decode("latin-1").lower()
+        name = name[:name.index("]") + 1] if name.startswith("[") and "]" in name else (
+            name.rsplit(":", 1)[0])
+        if name not in self.hosts:
+            raise ApiError(400, ["header", "host"], f"this server does not answer for host "
+                           f"{name[:100]!r}; it answers {', '.join(sorted(self.hosts))} (add "
+                           "one with --allowed-host)", "host_not_allowed")
 
     async def _body(self, scope, receive) -> bytes | None:
         """The whole body (None: the client left); an ApiError past the limit."""
@@ -171,9 +200,10 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                               "fleet, updated with each reading. Writes need `Authorization: "
                               "Bearer <token>` when the server has a token. Every error has "
                               "the body `{\"detail\": [{\"loc\", \"msg\", \"type\"}]}`.",
-                  responses=COMMON_ERRORS)
+                  responses=COMMON_ERRORS, docs_url=None, redoc_url=None)
     app.state.service = service
-    app.add_middleware(_Limits, service=service, max_body=settings.max_body_bytes)
+    app.add_middleware(_Limits, service=service, max_body=settings.max_body_bytes,
+                       hosts=settings.host_allowed())
     bearer = HTTPBearer(auto_error=False)
 
     async def authorized(creds: Annotated[HTTPAuthorizationCredentials | None,
@@ -350,6 +380,12 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
 
     dashboard.register(app, service, asset_out, alert_out)
 
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs():
+        """Swagger UI from the vendored files under /static (no CDN: plants are often
+        air-gapped)."""
+        return HTMLResponse(_DOCS_PAGE)
+
     @app.get("/healthz", tags=["operations"])
     async def healthz():
         """Alive."""
@@ -396,6 +432,13 @@ def _allowed_methods(app: FastAPI, scope) -> list[str]:
             methods |= route.methods
     return sorted(methods)
 
+
+_DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>amnl serve - API</title>
+<link rel="icon" href="data:,"><link rel="stylesheet" href="/static/swagger-ui.css"></head>
+<body data-openapi="/openapi.json"><div id="swagger-ui"></div>
+<script src="/static/swagger-ui-bundle.js"></script><script src="/static/swagger-init.js"></script>
+</body></html>"""
 
 #: EngineTable column order from (unit, cycle, READING_COLUMNS...).
 _TABLE_ORDER = [(["unit", "cycle", *READING_COLUMNS]).index(c) for c in COLUMNS]

@@ -189,6 +189,8 @@ class ErrorOut(BaseModel):
 
 #: What each error status means (the OpenAPI document's description of it).
 ERROR_STATUSES = {
+    400: "The Host header names a host this server does not answer for, or the request is not "
+         "HTTP.",
     401: "A write without the server's bearer token.",
     404: "No such asset, alert or drift reference.",
     408: "The request body did not arrive within the server's body timeout.",
@@ -205,8 +207,8 @@ def errors(*statuses: int) -> dict:
     return {s: {"model": ErrorOut, "description": ERROR_STATUSES[s]} for s in statuses}
 
 
-#: What every operation may answer (the body limit and timeout apply to every request, a
-#: parameter or body may be invalid, and a bug is a 500 in the same shape).
-COMMON_ERRORS = errors(408, 413, 422, 500)
+#: What every operation may answer (the Host check, the body limit and timeout apply to every
+#: request, a parameter or body may be invalid, and a bug is a 500 in the same shape).
+COMMON_ERRORS = errors(400, 408, 413, 422, 500)
 #: What every write may answer besides: no token, the database did not take it.
 WRITE_ERRORS = errors(401, 503)

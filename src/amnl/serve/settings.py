@@ -32,6 +32,22 @@ MAX_CYCLE = 1_000_000_000
 #: before it, and its longest training run is 543 cycles); more is taken for a typo, since a
 #: failure closes the asset's history.
 MAX_FAILURE_GAP = 1000
+#: A client sends its request line and headers within this many seconds (uvicorn has no such
+#: timeout; :class:`amnl.serve.app.TimedH11Protocol` adds it): a connection trickling a header a
+#: second is closed instead of holding a file descriptor for ever.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+#: ... and its body within this many more (a 408 otherwise): 4 MB at about 1 Mbit/s.
+DEFAULT_BODY_TIMEOUT_S = 30.0
+#: An idle kept-alive connection is closed after this many seconds (uvicorn's default).
+DEFAULT_KEEP_ALIVE_S = 5
+#: Connections (and requests in progress) at most; beyond, uvicorn answers 503 at once. Keep it
+#: under the process's open-file limit (``ulimit -n``, often 1024) less the database's files.
+DEFAULT_LIMIT_CONCURRENCY = 512
+#: Largest request line plus headers, bytes (h11's own default; a 400 beyond).
+DEFAULT_MAX_HEADER_BYTES = 16_384
+#: Bind addresses that listen on every interface: the Host header is then not checked unless
+#: ``allowed_hosts`` is given (such a bind needs a token; see :attr:`ServeSettings.allowed_hosts`).
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 #: Readings per group commit at most (a group is what arrived while the last one committed).
 MAX_GROUP_READINGS = 8192
 
@@ -76,6 +92,14 @@ class ServeSettings:
             default ``$AMNL_WEBHOOK_SECRET``).
         demo: replay FD001's shipped test engines into the service (:mod:`amnl.serve.demo`).
         demo_speed: cycles a second of the demo.
+        allowed_hosts: Host header values (without the port) the server answers besides its
+            bind address, ``localhost``, ``127.0.0.1`` and ``[::1]``; others get a 400, which
+            closes DNS rebinding. A wildcard bind (0.0.0.0) without any answers every Host (it
+            needs a token anyway); a ``*`` entry does that on any bind.
+        header_timeout_s, body_timeout_s: see :data:`DEFAULT_HEADER_TIMEOUT_S` and
+            :data:`DEFAULT_BODY_TIMEOUT_S`.
+        keep_alive_s, limit_concurrency, max_header_bytes: uvicorn's ``timeout_keep_alive``,
+            ``limit_concurrency`` and ``h11_max_incomplete_event_size``.
     """
 
     model: str | None = None
@@ -95,6 +119,12 @@ class ServeSettings:
     webhook_secret: str | None = None
     demo: bool = False
     demo_speed: float = 10.0
+    allowed_hosts: list[str] = field(default_factory=list)
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_s: int = DEFAULT_KEEP_ALIVE_S
+    limit_concurrency: int = DEFAULT_LIMIT_CONCURRENCY
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
 
     def __post_init__(self) -> None:
         if self.api_token is None:
@@ -113,13 +143,22 @@ class ServeSettings:
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, got "
                               f"{self.durability!r}")
-        for name in ("max_backlog", "max_body_bytes"):
+        for name in ("max_backlog", "max_body_bytes", "keep_alive_s", "limit_concurrency",
+                     "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_batch is not None and self.max_batch < 1:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.max_wait_ms < 0:
             raise ConfigError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for h in self.allowed_hosts:
+            if h != "*" and (not h or any(ch in h for ch in "/ @:")
+                             and not (h.startswith("[") and h.endswith("]"))):
+                raise ConfigError(f"allowed host {h!r}: a host name or address as the Host "
+                                  "header carries it, without a port ([::1] for IPv6), or *")
         if self.demo_speed <= 0:
             raise ConfigError(f"demo_speed must be > 0, got {self.demo_speed}")
         if not 0 < self.port < 65536:
@@ -128,3 +167,12 @@ class ServeSettings:
     @property
     def url(self) -> str:
         return database_url(self.db)
+
+    def host_allowed(self) -> frozenset[str] | None:
+        """The Host header values (lower case, without the port) the server answers; None:
+        every one (see :attr:`allowed_hosts`)."""
+        if "*" in self.allowed_hosts or (self.host in WILDCARD_HOSTS and not self.allowed_hosts):
+            return None
+        bind = f"[{self.host}]" if ":" in self.host else self.host
+        return frozenset(h.lower() for h in (bind, "localhost", "127.0.0.1", "[::1]",
+                                             *self.allowed_hosts))
