@@ -145,7 +145,7 @@ def test_predict_text_and_csv(trained, tmp_path):
     path.write_text(",".join(COLUMNS) + "\n" + "\n".join(",".join(f"{v:g}" for v in row) for row in values))
     res = runner.invoke(app, ["predict", "--input", str(path), "--run", str(run), "--format", "csv"])
     assert res.exit_code == 0, res.output
-    rows = list(csv.DictReader(io.StringIO(res.output)))
+    rows = list(csv.DictReader(io.StringIO(res.stdout)))
     assert [float(r["rul"]) for r in rows] == pytest.approx([r["rul"] for r in records], abs=1e-3)
 
 
@@ -389,3 +389,20 @@ def test_predict_says_what_a_file_that_is_not_csv_looks_like(trained, tmp_path):
     (tmp_path / "good.csv").write_text(text)  # the same rows with commas are read
     res = runner.invoke(app, ["predict", "--input", str(tmp_path / "good.csv"), "--run", str(run)])
     assert res.exit_code == 0, res.output
+
+
+def test_evaluate_without_data_says_where_to_get_it(tmp_path, monkeypatch):
+    """#26 item 20: `amnl evaluate --dataset FD002` without the files said "file not found"
+    and nothing else; it now names the missing files and how to provide them."""
+    monkeypatch.setenv("AMNL_DATA_DIR", str(tmp_path / "nothing-here"))
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD002"])
+    assert res.exit_code == 2, res.output
+    [line] = res.stderr.strip().splitlines()
+    assert "nothing-here: test_FD002.txt, RUL_FD002.txt not found (C-MAPSS FD002)" in line
+    assert "--data-dir" in line and "`amnl data download`" in line and "AMNL_DATA_DIR" in line
+    # a training command says the same about the training file
+    res = runner.invoke(app, ["train", "--dataset", "FD002", "--config",
+                              str(REPO / "configs" / "tiny.json"), "--no-progress", "--out",
+                              str(tmp_path / "run")])
+    assert res.exit_code == 2 and "train_FD002.txt not found" in res.stderr
+    assert "`amnl data download`" in res.stderr

@@ -363,6 +363,15 @@ def load_subset(data_dir: str | os.PathLike, name: str, *, train: bool = True,
     """
     name = check_subset_name(name)
     files = subset_files(data_dir, name)
+    wanted = [files[k] for k, on in (("train", train), ("test", test), ("rul", test)) if on]
+    missing = [f.name for f in wanted
+               if not f.is_file() and not f.with_name(f.name + ".gz").is_file()]
+    if missing:
+        from amnl.data.paths import ENV_VAR
+
+        raise DataError(f"{data_dir}: {', '.join(missing)} not found (C-MAPSS {name}); pass "
+                        f"--data-dir DIR (or set ${ENV_VAR}) to the folder that holds the "
+                        "C-MAPSS files, or run `amnl data download` to fetch them")
     tr = read_table(files["train"]) if train else None
     te = rul = None
     if test:
