@@ -90,3 +90,15 @@ def test_predict_and_evaluate_report_the_bounds(cmapss_dir):
                               "--json"])
     metrics = json.loads(out.stdout)
     assert 0 < metrics["interval_coverage"] <= 1 and metrics["interval_width"] > 0
+
+
+def test_the_rul_cap_default_is_the_configs_constant():
+    """One place per fact (#26): the intervals' default cap is amnl.config.RUL_CAP itself, not a
+    second 125.0 (which would not follow a change of the constant)."""
+    import inspect
+
+    from amnl import config
+    from amnl.inference.intervals import RulIntervals
+
+    default = inspect.signature(RulIntervals.fit).parameters["rul_cap"].default
+    assert default is config.RUL_CAP

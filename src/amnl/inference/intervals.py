@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amnl.config import RUL_CAP
 from amnl.errors import ConfigError, ModelError
 from amnl.rundir import CALIBRATION_FILE, write_atomic
 
@@ -84,7 +85,7 @@ class RulIntervals:
 
     @classmethod
     def fit(cls, pred: np.ndarray, true: np.ndarray, *, coverage: float = DEFAULT_COVERAGE,
-            edges: tuple[float, ...] = DEFAULT_BAND_EDGES, rul_cap: float = 125.0,
+            edges: tuple[float, ...] = DEFAULT_BAND_EDGES, rul_cap: float = RUL_CAP,
             source: dict | None = None) -> RulIntervals:
         """Calibrate on validation predictions ``pred`` and their (capped) truths ``true``."""
         if not 0 < coverage < 1:
