@@ -57,8 +57,13 @@ def test_what_the_model_never_saw_is_flagged_and_what_it_did_is_not(cmapss_dir):
     assert all(any(f"beyond the longest training engine ({oldest} cycles)" in w for w in ws)
                for ws in aged.warnings)
     for name in ("FD002", "FD003", "FD004"):  # every bundled model on its own test file: clean
-        own = Predictor.load(name).predict_table(read_table(cmapss_dir / f"test_{name}.txt"))
-        assert own.n_flagged == 0, (name, [w for w in own.warnings if w][:2])
+        table = read_table(cmapss_dir / f"test_{name}.txt")  # but for the units too short
+        own = Predictor.load(name).predict_table(table)
+        short = table.lengths < p.window
+        assert [bool(w) for w in own.warnings] == list(short), name
+        assert all(w == [f"history of {n} cycles, shorter than the model's window (30): padded "
+                         "with its first cycle, it looks younger and healthier than it may be"]
+                   for w, n in zip(own.warnings, table.lengths) if n < p.window)
 
 
 @pytest.mark.needs_data
@@ -77,8 +82,8 @@ def test_cli_rejects_a_huge_value_and_flags_far_readings(cmapss_dir, tmp_path):
                               "--format", "json"])
     assert res.exit_code == 0, res.output
     records = json.loads(res.stdout)
-    assert all(f"beyond {Z_LIMIT:g} training standard deviations" in r["warnings"][-1]
-               for r in records)
+    assert all(any(f"beyond {Z_LIMIT:g} training standard deviations" in w
+                   for w in r["warnings"]) for r in records)
     assert f"{len(records)} of {len(records)} units are outside the model's training range" in res.stderr
     res = runner.invoke(app, ["predict", "--input", str(tmp_path / "far.csv"), "--format", "csv"])
     assert res.exit_code == 0 and res.stdout.splitlines()[0].endswith(",warnings")
@@ -101,7 +106,8 @@ def bad_inputs(rows: np.ndarray) -> dict[str, np.ndarray]:
     typo[len(rows) // 2, COLUMNS.index("s_2")] = 64300.0  # about 643
     late = rows.copy()
     late[:, 1] += 4999  # a first reading at cycle 5000
-    return {"celsius": celsius, "typo": typo, "late": late}
+    return {"celsius": celsius, "typo": typo, "late": late,
+            "mid_life": rows[-40:], "three_cycles": rows[:3]}
 
 
 def _fleet(named: dict[str, np.ndarray]) -> np.ndarray:
@@ -122,7 +128,7 @@ def engine31(cmapss_dir):
 
 
 @pytest.mark.needs_data
-def test_predict_warns_on_wrong_units_a_typo_and_a_late_start_not_on_clean_data(
+def test_predict_warns_on_wrong_units_a_typo_a_late_or_short_history_not_on_clean_data(
         engine31, tmp_path):
     named = {"clean": engine31, **bad_inputs(engine31)}
     res = runner.invoke(app, ["predict", "--input", str(_csv(tmp_path / "f.csv", _fleet(named))),
@@ -133,4 +139,12 @@ def test_predict_warns_on_wrong_units_a_typo_and_a_late_start_not_on_clean_data(
     assert BEYOND in got["celsius"][0] and "(s_2, s_3, s_4)" in got["celsius"][0]
     assert got["typo"] == [f"{BEYOND} in 1 of {len(engine31)} cycles (s_2)"]
     assert any("age 5195 cycles, beyond the longest training engine" in w for w in got["late"])
+    assert any(MID_LIFE.format(5000) in w for w in got["late"])
+    assert [w for w in got["mid_life"] if MID_LIFE.format(157) in w]  # 196 - 40 + 1
+    assert got["three_cycles"] == [SHORT.format(3)]
     assert f"{len(named) - 1} of {len(named)} units are outside" in res.stderr
+
+
+MID_LIFE = "history starts at cycle {}, not 1: the model needs each asset's history from its first"
+SHORT = ("history of {} cycles, shorter than the model's window (30): padded with its first "
+         "cycle, it looks younger and healthier than it may be")

@@ -26,6 +26,8 @@ RANKINE = ("s_1", "s_2", "s_3", "s_4")
 PSIA = ("s_5", "s_6", "s_7", "s_11")
 TYPO_CYCLE = 100
 BEYOND = f"sensors beyond {Z_LIMIT:g} training standard deviations"
+MID_LIFE = "history starts at cycle {}, not 1: the model needs each asset's history from its first"
+SHORT = "history of {} cycles, shorter than the model's window (30): padded with its first cycle"
 
 
 def celsius_kpa(rows: np.ndarray) -> np.ndarray:
@@ -84,11 +86,15 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
         post(c, "celsius", celsius_kpa(engine31))
         post(c, "typo", typo(engine31))
         post(c, "late", from_cycle(engine31, 5000))
+        post(c, "mid", engine31[-40:])
+        post(c, "short", engine31[:3])
         assert server.service.wait_predicted()
 
         clean = history(c, "clean")
         assert len(clean) == len(engine31)
         assert all(clean[k] == [] for k in clean if k >= window)  # a test that can fail: below
+        assert all(clean[k] == [SHORT.format(k) + ", it looks younger and healthier than it "
+                                "may be"] for k in clean if k < window)
         assert c.get("/v1/assets/clean").json()["prediction"]["warnings"] == []
 
         celsius = history(c, "celsius")
@@ -110,7 +116,26 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
 
         late = history(c, "late")
         assert all(any("beyond the longest training engine" in w for w in ws)
+                   and any(w.startswith(MID_LIFE.format(5000)) for w in ws)
                    for ws in late.values())
+        mid = history(c, "mid")
+        first = int(engine31[-40, 1])
+        assert len(mid) == 40 and all(any(w.startswith(MID_LIFE.format(first)) for w in ws)
+                                      for ws in mid.values())
+        assert [any(w.startswith(SHORT.format(k - first + 1)) for w in ws)
+                for k, ws in mid.items()] == [k - first + 1 < window for k in mid]
+        short = c.get("/v1/assets/short").json()["prediction"]["warnings"]
+        assert short and short[0].startswith(SHORT.format(3))
+
+        # the stateless route gives the same history warnings
+        body = {"assets": [{"asset_id": a, "readings": [reading(x) for x in rows]}
+                           for a, rows in (("clean", engine31), ("mid", engine31[-40:]),
+                                           ("short", engine31[:3]))]}
+        stateless = {p["asset_id"]: p["warnings"]
+                     for p in c.post("/v1/predict", json=body).json()["predictions"]}
+        assert stateless["clean"] == []
+        assert stateless["mid"][0].startswith(MID_LIFE.format(first))
+        assert stateless["short"][0].startswith(SHORT.format(3))
 
         # an alert raised on flagged readings is raised, and marked with their warnings
         alerts = c.get("/v1/alerts", params={"limit": 100}).json()["items"]

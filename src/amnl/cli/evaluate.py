@@ -124,7 +124,7 @@ def predict(
 ) -> None:
     """RUL, health state and class probabilities per unit, from each unit's latest window.
 
-    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing and data.slow_smoothing in the run's config), so a history cut short changes its latest window and so the prediction; models with data.cycle_feature also read the unit's age from its cycle numbers. A unit shorter than the window is padded with its first cycle.
+    Give each unit's whole history from its first cycle: the models smooth the sensors causally (data.smoothing and data.slow_smoothing in the run's config), so a history cut short changes its latest window and so the prediction; models with data.cycle_feature also read the unit's age from its cycle numbers. A unit shorter than the window is padded with its first cycle. A unit whose first cycle is not 1, or shorter than the window, gets a warning (a history cut short and renumbered from 1 cannot be detected).
     """
     from amnl.data.cmapss import iter_histories
 
@@ -148,8 +148,8 @@ def predict(
                      "warnings": "; ".join(r["warnings"])} for r in records)
     if predictions.n_flagged:
         typer.echo(f"warning: {predictions.n_flagged} of {len(records)} units are outside the "
-                   "model's training range; their `warnings` say how, and their predictions "
-                   "are guesses", err=True)
+                   "model's training range or their history is not what it needs; their "
+                   "`warnings` say how, and their predictions are guesses", err=True)
 
 
 def calibrate(

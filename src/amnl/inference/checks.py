@@ -12,7 +12,13 @@ still made (what cannot be right is rejected earlier, by the readers and
 * **sensors beyond the training range**: a per-condition z-score of a model input beyond
   :data:`Z_LIMIT` (the training files reach 9.6);
 * **age beyond the longest training engine**: a last cycle past the longest run-to-failure
-  history of the subsets the model trained on.
+  history of the subsets the model trained on;
+* **a history that starts mid-life**: a first cycle other than 1. The model smooths the
+  sensors from the first cycle given and reads the age from the cycle numbers, so FD001's test
+  engine 31 gives RUL 7.5 whole (truth 8) and 23.6 from its last 40 cycles (41.3 renumbered
+  from 1, which no check can see);
+* **a history shorter than the window**: padded with its first cycle, so a 3-cycle history
+  looks like a healthy new engine.
 
 These facts live here and nowhere else; every front door asks this module:
 
@@ -87,10 +93,26 @@ def smoothed_columns(pre: Preprocessor) -> np.ndarray:
     return np.array(cols, np.int64)
 
 
-def _age(last_cycle: int, oldest: int) -> list[str]:
+def history_warnings(first_cycle: int, n_cycles: int, last_cycle: int, window: int,
+                     oldest: int) -> list[str]:
+    """What about a history as a whole makes its prediction unreliable (empty when nothing).
+
+    Args:
+        first_cycle: the history's first cycle (the asset's first, in the service).
+        n_cycles: cycles from it to the predicted one; last_cycle: the predicted one.
+        window: the model's window; oldest: :func:`longest_training_engine`.
+    """
+    w = []
+    if first_cycle != 1:
+        w.append(f"history starts at cycle {first_cycle}, not 1: the model needs each asset's "
+                 "history from its first cycle (it smooths the sensors from there and reads the "
+                 "age from the cycle numbers), so this prediction may be far off")
+    if n_cycles < window:
+        w.append(f"history of {n_cycles} cycles, shorter than the model's window ({window}): "
+                 "padded with its first cycle, it looks younger and healthier than it may be")
     if last_cycle > oldest:
-        return [f"age {last_cycle} cycles, beyond the longest training engine ({oldest} cycles)"]
-    return []
+        w.append(f"age {last_cycle} cycles, beyond the longest training engine ({oldest} cycles)")
+    return w
 
 
 def unit_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
@@ -126,13 +148,15 @@ def unit_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
                      if features[i][j]]
             w.append(f"sensors beyond {Z_LIMIT:g} training standard deviations in {n_beyond[i]} "
                      f"of {lengths[i]} cycles ({', '.join(worst)})")
-        w += _age(int(last_cycle[i]), oldest)
+        w += history_warnings(int(table.cycle[starts[i]]), int(lengths[i]),
+                              int(last_cycle[i]), config.data.window, oldest)
         out.append(w)
     return out
 
 
 def window_warnings(flags: np.ndarray, cycles: np.ndarray, names: list[str], *,
-                    inputs_beyond: bool, last_cycle: int, oldest: int) -> list[str]:
+                    inputs_beyond: bool, last_cycle: int, oldest: int, first_cycle: int = 1,
+                    window: int = 0) -> list[str]:
     """The warnings of one prediction from the readings of its window: what the service
     stores with each prediction and ``amnl score --cycles all`` writes beside each row.
 
@@ -143,6 +167,8 @@ def window_warnings(flags: np.ndarray, cycles: np.ndarray, names: list[str], *,
         inputs_beyond: whether a smoothed model input of the window (:func:`smoothed_columns`)
             lies beyond :data:`Z_LIMIT`.
         last_cycle: the cycle the window ends at; oldest: :func:`longest_training_engine`.
+        first_cycle: the history's first cycle; window: the model's window
+            (:func:`history_warnings`).
     """
     w: list[str] = []
     k = len(flags)
@@ -160,7 +186,8 @@ def window_warnings(flags: np.ndarray, cycles: np.ndarray, names: list[str], *,
     elif inputs_beyond:
         w.append(f"smoothed inputs beyond {Z_LIMIT:g} training standard deviations: a reading "
                  "before the window lay outside the training range and still weighs on them")
-    w += _age(int(last_cycle), oldest)
+    w += history_warnings(int(first_cycle), int(last_cycle) - int(first_cycle) + 1,
+                          int(last_cycle), window, oldest)
     return w
 
 
@@ -184,17 +211,20 @@ def windows_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
     for b in range(0, len(index), 4096):  # bounded memory: a batch of windows at a time
         part = w.x[index[b: b + 4096]][:, :, cols]
         beyond[b: b + 4096] = (np.abs(part) > Z_LIMIT).any((1, 2))
-    oldest = longest_training_engine(config)
+    oldest, window = longest_training_engine(config), config.data.window
+    first = table.cycle[table.starts][np.searchsorted(table.starts, index[:, -1], "right") - 1]
+    young = w.cycle - first + 1 < window
     names = pre.feature_names
     out: list[list[str]] = []
     for i in range(len(index)):
-        if not beyond[i] and not win_flags[i].any() and w.cycle[i] <= oldest:
+        if (not beyond[i] and not win_flags[i].any() and w.cycle[i] <= oldest
+                and first[i] == 1 and not young[i]):
             out.append([])
             continue
         rows = index[i][distinct[i]]
         out.append(window_warnings(flags[rows], table.cycle[rows], names,
                                    inputs_beyond=bool(beyond[i]), last_cycle=int(w.cycle[i]),
-                                   oldest=oldest))
+                                   oldest=oldest, first_cycle=int(first[i]), window=window))
     return out
 
 
@@ -215,13 +245,16 @@ class StreamChecks:
         """:func:`reading_flags` of readings (what ``OnlineFeatures.step`` returned)."""
         return reading_flags(self.pre, settings, cond, z)
 
-    def warnings(self, flags: np.ndarray, last_cycle: int, window: np.ndarray) -> list[str]:
+    def warnings(self, flags: np.ndarray, last_cycle: int, window: np.ndarray,
+                 first_cycle: int) -> list[str]:
         """The warnings of the prediction of ``window`` (float32 (W, F), model-ready) ending
-        at ``last_cycle``, whose readings have ``flags`` (the last ``len(flags)`` cycles,
-        oldest first)."""
+        at ``last_cycle`` of an asset whose first cycle is ``first_cycle``, whose readings have
+        ``flags`` (the last ``len(flags)`` cycles, oldest first)."""
         beyond = bool((np.abs(window[:, self.columns]) > Z_LIMIT).any())
-        if not beyond and not flags.any() and last_cycle <= self.oldest:
+        if (not beyond and not flags.any() and last_cycle <= self.oldest and first_cycle == 1
+                and last_cycle >= self.window):
             return []
         cycles = np.arange(last_cycle - len(flags) + 1, last_cycle + 1)
         return window_warnings(flags, cycles, self.names, inputs_beyond=beyond,
-                               last_cycle=last_cycle, oldest=self.oldest)
+                               last_cycle=last_cycle, oldest=self.oldest,
+                               first_cycle=first_cycle, window=self.window)

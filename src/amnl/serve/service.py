@@ -292,7 +292,7 @@ class FleetService:
         flags = self.checks.flags(raw[:, self.online.settings], cond, z)
         pos = {int(c): i for i, c in enumerate(have)}
         return {c: tuple(self.checks.warnings(flags[max(0, pos[c] - w + 1): pos[c] + 1], c,
-                                              windows[c]))
+                                              windows[c], entry.first_cycle))
                 for c in cycles}
 
     # -- what the API calls ---------------------------------------------------------------------

@@ -444,7 +444,8 @@ class Writer:
         out = []
         for k, (c, x) in enumerate(zip(cycles, windows)):
             end = len(before) + k + 1
-            out.append(tuple(self.checks.warnings(seen[max(0, end - w): end], int(c), x)))
+            out.append(tuple(self.checks.warnings(seen[max(0, end - w): end], int(c), x,
+                                                  entry.first_cycle)))
         return out
 
     def _prediction_rows(self, batches: list[Batch], stamp: float) -> list[dict]:
