@@ -182,7 +182,8 @@ class FleetService:
         for a, rows in self.store.predictions_after(evaluated).items():
             book.buffers[a] = {int(r["cycle"]): r for r in rows}
         self.drift = DriftMonitor(p.drift) if p.drift is not None else None
-        self.webhooks = (WebhookSender(self.engine, s.webhook_secret, self.metrics)
+        self.webhooks = (WebhookSender(self.engine, s.webhook_secret, self.metrics,
+                                       lambda run: self.writer.control(run))  # its writes too
                          if s.webhooks else None)
         self.writer = Writer(self.store, self.online, p.model_id, entries, self._committed,
                              self.metrics, alerts=book, intervals=p.intervals, drift=self.drift,
@@ -221,10 +222,10 @@ class FleetService:
         if self.demo is not None:
             self.demo.stop()
         self.batcher.stop()
+        if self.webhooks:  # before the writer: it records the attempts in flight
+            self.webhooks.stop()
         self.writer.wait_idle(10)
         self.writer.stop()
-        if self.webhooks:
-            self.webhooks.stop()
         self.engine.dispose()
         self.started_at = None
 
