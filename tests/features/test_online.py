@@ -111,3 +111,31 @@ def test_a_bad_value_in_a_fleet_step_names_its_asset_by_row():
 def test_a_snapshot_that_is_not_one_is_refused():
     with pytest.raises(DataError):
         AssetState.from_bytes(b"AMNS" + b"\0" * 10)
+
+
+def test_a_version_1_snapshot_still_reads_and_flags_stay_with_their_rows():
+    """Snapshots of the service's databases before the check flags (format 1) still read, with
+    no flags; a row's flags are cleared when the ring slot is reused, and survive a restart."""
+    import struct
+
+    table = synthetic_table(n_units=1)
+    pre = Preprocessor(DataConfig(window=5)).fit(table)
+    online = OnlineFeatures(pre)
+    state = online.new_state()
+    rows = table.values[:7]
+    online.step(state, rows[:, 1].astype(np.int64), rows[:, RAW])
+    online.record_flags(state, np.arange(1, 8, dtype=np.uint32))
+    assert online.recent_flags(state).tolist() == [3, 4, 5, 6, 7]
+    again = AssetState.from_bytes(state.to_bytes())
+    assert online.recent_flags(again).tolist() == [3, 4, 5, 6, 7]
+    online.step(again, rows[-1:, 1].astype(np.int64) + 1, rows[-1:, RAW])  # not recorded
+    assert online.recent_flags(again).tolist() == [4, 5, 6, 7, 0]
+
+    blob = state.to_bytes()
+    head = struct.Struct("<4sIqqqIIIII")
+    fields = list(head.unpack_from(blob))
+    fields[1] = 1  # format 1: the same without the flags at the end
+    old = head.pack(*fields) + blob[head.size: len(blob) - 4 * 5]
+    v1 = AssetState.from_bytes(old)
+    np.testing.assert_array_equal(v1.ring, state.ring)
+    assert v1.rows == state.rows and not v1.flags.any() and v1.flags.shape == (5,)

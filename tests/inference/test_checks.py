@@ -61,9 +61,8 @@ def test_what_the_model_never_saw_is_flagged_and_what_it_did_is_not(cmapss_dir):
         own = Predictor.load(name).predict_table(table)
         short = table.lengths < p.window
         assert [bool(w) for w in own.warnings] == list(short), name
-        assert all(w == [f"history of {n} cycles, shorter than the model's window (30): padded "
-                         "with its first cycle, it looks younger and healthier than it may be"]
-                   for w, n in zip(own.warnings, table.lengths) if n < p.window)
+        assert all(w == [SHORT.format(n)] for w, n in zip(own.warnings, table.lengths)
+                   if n < p.window)
 
 
 @pytest.mark.needs_data
@@ -146,5 +145,37 @@ def test_predict_warns_on_wrong_units_a_typo_a_late_or_short_history_not_on_clea
 
 
 MID_LIFE = "history starts at cycle {}, not 1: the model needs each asset's history from its first"
-SHORT = ("history of {} cycles, shorter than the model's window (30): padded with its first "
+SHORT = ("history shorter than the model's window: {} of 30 cycles, padded with its first "
          "cycle, it looks younger and healthier than it may be")
+
+
+@pytest.mark.needs_data
+def test_batch_checks_of_every_cycle_equal_the_streaming_checks(engine31):
+    """``amnl score --cycles all`` (windows_warnings) and the service (StreamChecks, the flags
+    kept in the asset's state) give every cycle the same warnings."""
+    from amnl.features.online import OnlineFeatures
+    from amnl.inference.checks import StreamChecks, windows_warnings
+
+    p = Predictor.load("FD001")
+    pre = p.preprocessor
+    named = bad_inputs(engine31)
+    table = EngineTable("fleet", _fleet({"clean": engine31, **named}))
+    cond, scaled = pre.scale(table)
+    batch = windows_warnings(pre, p.config, table, cond, scaled,
+                             pre.windows(table, first_end=0, scaled=scaled))
+    online, checks = OnlineFeatures(pre), StreamChecks(pre, p.config)
+    streamed = []
+    for s, n in zip(table.starts, table.lengths):
+        state = online.new_state()
+        for r in table.values[s: s + n]:
+            before = online.recent_flags(state)
+            window, c, z = online.step(state, r[1:2].astype(np.int64), r[None, 2:])
+            flags = checks.flags(r[None, 2:5], c, z)
+            online.record_flags(state, flags)
+            state = type(state).from_bytes(state.to_bytes())  # a restart keeps the flags
+            seen = np.concatenate([before, flags])[-p.window:]
+            streamed.append(checks.warnings(seen, int(r[1]), window[0],
+                                            int(table.values[s, 1])))
+    assert streamed == batch
+    assert sum(map(bool, batch)) > len(engine31) * 3  # most of the bad engines' cycles
+    assert not any(batch[p.window - 1: len(engine31)])  # the clean engine from a full window

@@ -27,7 +27,7 @@ PSIA = ("s_5", "s_6", "s_7", "s_11")
 TYPO_CYCLE = 100
 BEYOND = f"sensors beyond {Z_LIMIT:g} training standard deviations"
 MID_LIFE = "history starts at cycle {}, not 1: the model needs each asset's history from its first"
-SHORT = "history of {} cycles, shorter than the model's window (30): padded with its first cycle"
+SHORT = "history shorter than the model's window: {} of 30 cycles, padded with its first cycle"
 
 
 def celsius_kpa(rows: np.ndarray) -> np.ndarray:

@@ -108,7 +108,7 @@ def history_warnings(first_cycle: int, n_cycles: int, last_cycle: int, window: i
                  "history from its first cycle (it smooths the sensors from there and reads the "
                  "age from the cycle numbers), so this prediction may be far off")
     if n_cycles < window:
-        w.append(f"history of {n_cycles} cycles, shorter than the model's window ({window}): "
+        w.append(f"history shorter than the model's window: {n_cycles} of {window} cycles, "
                  "padded with its first cycle, it looks younger and healthier than it may be")
     if last_cycle > oldest:
         w.append(f"age {last_cycle} cycles, beyond the longest training engine ({oldest} cycles)")
@@ -199,6 +199,16 @@ def windows_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
     Args:
         cond, scaled: :meth:`Preprocessor.scale` of ``table``.
         w: ``pre.windows(table, ..., scaled=scaled)``.
+
+    Example (``amnl.score.local.score_piece``, a ``warnings`` column of lists of strings,
+    empty when none)::
+
+        cond, scaled = pre.scale(table)
+        w = pre.windows(table, last_only=cycles == "last", ..., scaled=scaled)
+        if cycles == "all":  # each row as the service checks it
+            out["warnings"] = windows_warnings(pre, predictor.config, table, cond, scaled, w)
+        else:  # each asset's last cycle, as amnl predict checks it (one list per unit)
+            out["warnings"] = unit_warnings(pre, predictor.config, table, cond, scaled)
     """
     flags = reading_flags(pre, table.columns(SETTING_COLUMNS), cond, scaled)
     index = w.index
@@ -215,16 +225,13 @@ def windows_warnings(pre: Preprocessor, config: RunConfig, table: EngineTable,
     first = table.cycle[table.starts][np.searchsorted(table.starts, index[:, -1], "right") - 1]
     young = w.cycle - first + 1 < window
     names = pre.feature_names
-    out: list[list[str]] = []
-    for i in range(len(index)):
-        if (not beyond[i] and not win_flags[i].any() and w.cycle[i] <= oldest
-                and first[i] == 1 and not young[i]):
-            out.append([])
-            continue
+    flagged = beyond | win_flags.any(1) | (w.cycle > oldest) | (first != 1) | young
+    out: list[list[str]] = [[] for _ in range(len(index))]
+    for i in np.flatnonzero(flagged):
         rows = index[i][distinct[i]]
-        out.append(window_warnings(flags[rows], table.cycle[rows], names,
-                                   inputs_beyond=bool(beyond[i]), last_cycle=int(w.cycle[i]),
-                                   oldest=oldest, first_cycle=int(first[i]), window=window))
+        out[i] = window_warnings(flags[rows], table.cycle[rows], names,
+                                 inputs_beyond=bool(beyond[i]), last_cycle=int(w.cycle[i]),
+                                 oldest=oldest, first_cycle=int(first[i]), window=window)
     return out
 
 
