@@ -197,7 +197,10 @@ def full_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_summarize(full_dir: Path) -> None:
-    summaries = summarize(full_dir, verify=False)
+    from amnl.features.conditions import OperatingConditions
+
+    summaries = summarize(full_dir, verify=False,
+                          count_conditions=lambda s: OperatingConditions().fit(s).n_conditions_)
     assert [s.file for s in summaries[:3]] == ["train_FD001.txt", "test_FD001.txt",
                                                "RUL_FD001.txt"]
     assert [s.kind for s in summaries] == ["train", "test", "rul"] * 4
@@ -210,6 +213,8 @@ def test_summarize(full_dir: Path) -> None:
     rul = read_rul(full_dir / "RUL_FD003.txt")
     assert by_file["RUL_FD003.txt"] == FileSummary("RUL_FD003.txt", "rul", 2, 2, int(rul.min()),
                                                    int(rul.max()), None)
+    # without a counter (the data stage does not cluster settings itself) there is no count
+    assert {s.n_conditions for s in summarize(full_dir, verify=False)} == {None}
 
 
 def test_summarize_one_subset(full_dir: Path) -> None:
@@ -248,6 +253,9 @@ def test_cli_check_ok(full_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "train_FD004.txt" in result.stdout and "RUL_FD002.txt" in result.stdout
     assert "12 files OK" in result.stdout
+    # the conditions column: FD002's six regimes, counted by the feature stage's clustering
+    line = next(x for x in result.stdout.splitlines() if "train_FD002.txt" in x)
+    assert line.split("│")[-2].strip() == "6"
 
 
 def test_cli_check_one_subset_folder(tmp_path: Path) -> None:

@@ -35,9 +35,11 @@ def check(
     from rich.table import Table
 
     from amnl.data.check import present_subsets, summarize
+    from amnl.features.conditions import OperatingConditions
 
     folder = resolve_data_dir(data_dir)
-    summaries = run(summarize, folder, dataset or None, verify=verify)
+    summaries = run(summarize, folder, dataset or None, verify=verify,
+                    count_conditions=lambda s: OperatingConditions().fit(s).n_conditions_)
     table = Table(title=f"C-MAPSS files in {escape(str(folder))}",
                   caption="min/max: cycles per engine (RUL files: RUL values)")
     table.add_column("file", no_wrap=True)

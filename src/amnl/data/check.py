@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from amnl.data.cmapss import (
     SETTING_COLUMNS,
@@ -18,7 +20,6 @@ from amnl.data.cmapss import (
 )
 from amnl.data.paths import ENV_VAR
 from amnl.errors import DataError
-from amnl.features.conditions import OperatingConditions
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,8 @@ class FileSummary:
         units: engines (for RUL files: one value per test engine, so ``units == rows``).
         min_cycles: shortest engine in cycles (RUL files: smallest RUL value).
         max_cycles: longest engine in cycles (RUL files: largest RUL value).
-        n_conditions: operating regimes found in this file's 3 settings; None for RUL files.
+        n_conditions: operating regimes found in this file's 3 settings; None for RUL files
+            and when :func:`summarize` is given no ``count_conditions``.
     """
 
     file: str
@@ -46,11 +48,17 @@ class FileSummary:
     n_conditions: int | None
 
 
-def _table_summary(table: EngineTable, kind: str) -> FileSummary:
+#: Counts the operating regimes of a file's settings (rows, 3) -> int.
+ConditionCounter = Callable[[np.ndarray], int]
+
+
+def _table_summary(table: EngineTable, kind: str,
+                   count_conditions: ConditionCounter | None) -> FileSummary:
     lengths = table.lengths
-    conditions = OperatingConditions().fit(table.columns(SETTING_COLUMNS))
+    n = (int(count_conditions(table.columns(SETTING_COLUMNS)))
+         if count_conditions is not None else None)
     return FileSummary(Path(table.path).name, kind, len(table), len(lengths), int(lengths.min()),
-                       int(lengths.max()), int(conditions.n_conditions_))
+                       int(lengths.max()), n)
 
 
 def present_subsets(data_dir: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -83,7 +91,8 @@ def published_problems(data_dir: str | os.PathLike, name: str,
 
 
 def summarize(data_dir: str | os.PathLike,
-              subsets: Iterable[str] | None = None, *, verify: bool = True) -> list[FileSummary]:
+              subsets: Iterable[str] | None = None, *, verify: bool = True,
+              count_conditions: ConditionCounter | None = None) -> list[FileSummary]:
     """Read and validate the C-MAPSS files in ``data_dir``; one summary per file.
 
     Every file is parsed with :func:`amnl.data.cmapss.read_table` / ``read_rul`` (all their
@@ -96,6 +105,9 @@ def summarize(data_dir: str | os.PathLike,
         verify: also check each file against NASA's published one (SHA-256 and the published
             row and unit counts; :func:`published_problems`). False for files of your own in
             C-MAPSS format.
+        count_conditions: how to count a file's operating regimes from its settings (the
+            feature stage's clustering, which ``amnl data check`` passes in: this stage reads
+            files and does not import the features); None leaves ``n_conditions`` None.
 
     Returns:
         Summaries in order train, test, RUL for each subset.
@@ -127,8 +139,8 @@ def summarize(data_dir: str | os.PathLike,
         logger.info("checking %s in %s", name, d)
         subset = load_subset(d, name)
         rul = subset.rul
-        out.append(_table_summary(subset.train, "train"))
-        out.append(_table_summary(subset.test, "test"))
+        out.append(_table_summary(subset.train, "train", count_conditions))
+        out.append(_table_summary(subset.test, "test", count_conditions))
         out.append(FileSummary(subset_files(d, name)["rul"].name, "rul", len(rul), len(rul),
                                int(rul.min()), int(rul.max()), None))
         problems = published_problems(d, name, out[-3:]) if verify else []
