@@ -93,7 +93,7 @@ def test_balanced_sampling_and_selection_metric(fleet, tmp_path):
 def test_fp16_is_refused_on_the_cpu_and_auto_says_why(fleet, tmp_path):
     """fp16 training needs CUDA (as inference does); auto picks bf16 only where it is native."""
     from amnl.errors import ConfigError
-    from amnl.profiling.machine import native_bf16
+    from amnl.machine import native_bf16
     from amnl.train.run import choose_precision
 
     with pytest.raises(ConfigError, match="fp16 needs CUDA"):
@@ -192,7 +192,7 @@ def test_where_bf16_is_emulated_auto_picks_fp32_and_bf16_warns(monkeypatch, capl
     is kept but warned about (a step took 60 s there against 1.6 s in fp32)."""
     import logging
 
-    from amnl.profiling import machine
+    from amnl import machine
     from amnl.train import run as run_mod
 
     monkeypatch.setattr(machine, "_cpuinfo_field", lambda name: "fpu avx avx2 fma" if name == "flags"

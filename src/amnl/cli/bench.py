@@ -66,7 +66,7 @@ def bench(
     result = run(run_bench, model, source=label, windows=window_list, specs=specs,
                  threads=threads, rss_source=source.rss_source() if rss else None, out=out,
                  latency_seconds=seconds, throughput_seconds=2 * seconds)
-    from amnl.profiling.machine import describe
+    from amnl.machine import describe
 
     typer.echo(f"{describe(result['machine'])}; model: {label}")
     typer.echo("matmul peak, measured now: " + ", ".join(

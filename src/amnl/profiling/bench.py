@@ -33,7 +33,7 @@ import numpy as np
 
 from amnl.config import MB
 from amnl.profiling.flops import GRAPH_OF_RUNTIME, GRAPHS, flops_per_window
-from amnl.profiling.machine import machine_info
+from amnl.machine import machine_info
 from amnl.profiling.peaks import PEAK_FOR_PRECISION, matmul_peaks
 from amnl.profiling.text import align_columns
 from amnl.profiling.threads import resolve_threads, torch_threads

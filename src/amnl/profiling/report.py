@@ -20,7 +20,7 @@ from amnl.config import INFERENCE_PRECISIONS, MB
 from amnl.errors import ConfigError
 from amnl.inference.planner import LatencyFit, MemoryFit, fit_latency, fit_memory
 from amnl.model.precision import autocast as autocast_context
-from amnl.profiling.machine import machine_info
+from amnl.machine import machine_info
 from amnl.profiling.memory import (
     CPU_METHOD,
     CUDA_METHOD,

@@ -24,7 +24,7 @@ from amnl.features.dataset import WindowBatches, class_balanced_weights
 from amnl.features.pipeline import Preprocessor
 from amnl.inference.runtime import pick_device, predict_windows
 from amnl.model.network import AMNL
-from amnl.profiling.machine import describe, machine_info, native_bf16
+from amnl.machine import describe, machine_info, native_bf16
 from amnl.rundir import (
     CHECKPOINT_FILE,
     CONFIG_FILE,
