@@ -244,3 +244,140 @@ def test_docs_render_under_the_csp(browser, live_server, tmp_path):
         By.CSS_SELECTOR, ".opblock-summary-path")}
     assert "/v1/assets/{asset_id}/readings" in paths
     assert not [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+#: Open files the server of the slow-connection test may have (a lowered ``ulimit -n``), and
+#: how many connections trickle their headers at it: more than it can hold open.
+SLOW_NOFILE, SLOW_CONNECTIONS = 160, 250
+
+
+def test_slow_headers_do_not_starve_the_server(exported, tmp_path):
+    """Connections sending one header line a second (slowloris) under a lowered open-file limit:
+    with a header timeout they are closed and /healthz answers; without, it never would."""
+    import resource
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from . import pg
+
+    port = pg.free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (SLOW_NOFILE, SLOW_NOFILE))
+
+    log = (tmp_path / "server.log").open("wb")  # not a pipe: a full one would block the server
+    server = subprocess.Popen(
+        [sys.executable, "-m", "amnl", "serve", "--model", str(exported("FD001")),
+         "--db", str(tmp_path / "a.db"), "--port", str(port), "--threads", "1",
+         "--header-timeout", "1", "--log-level", "error"],
+        preexec_fn=limited, stdout=subprocess.DEVNULL, stderr=log)
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, \
+                (tmp_path / "server.log").read_text()[-2000:]
+            time.sleep(0.2)
+
+        def trickle(sock):
+            try:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                while not stop.wait(1.0):
+                    sock.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                pass  # the server closed it: what the timeout is for
+            finally:
+                sock.close()
+
+        threads = []
+        for _ in range(SLOW_CONNECTIONS):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            threads.append(threading.Thread(target=trickle, args=(sock,), daemon=True))
+            threads[-1].start()
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        r = httpx.get(url + "/healthz", timeout=20)
+        assert r.status_code == 200, r.text
+        assert time.monotonic() - t0 < 20
+    finally:
+        stop.set()
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def test_a_body_that_does_not_arrive_gets_a_408(live_server, tmp_path):
+    import socket
+    import time
+
+    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}", body_timeout_s=0.5))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /v1/readings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 100\r\n\r\n{\"readings\": [")
+        t0 = time.monotonic()
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408")
+    assert 0.4 < time.monotonic() - t0 < 5
+    assert '"type":"timeout"' in answer and "connection: close" in answer.lower()
+    assert httpx.get(server.url + "/healthz").status_code == 200
+
+
+def test_the_shipped_haproxy_config_fronts_a_live_server(live_server, tmp_path, rows):
+    """deploy/haproxy.cfg, run by Debian's HAProxy against a real server: requests pass, a
+    body over the limit is refused at the proxy."""
+    import os
+    import shutil
+    import subprocess
+    import time
+    from pathlib import Path
+
+    from . import pg
+
+    haproxy = shutil.which("haproxy")
+    if haproxy is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("haproxy is not installed (apt-get install haproxy)")
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    config = Path(__file__).parents[2] / "deploy" / "haproxy.cfg"
+    # the server would take 8 MB: a 413 for 4 MB and a byte is the proxy's
+    server = live_server(settings(f"sqlite:///{tmp_path / 'a.db'}", max_body_bytes=8_000_000))
+    port = pg.free_port()
+    env = {**os.environ, "AMNL_PROXY_BIND": f"127.0.0.1:{port}",
+           "AMNL_BACKEND": f"127.0.0.1:{server.port}"}
+    check = subprocess.run([haproxy, "-c", "-f", str(config)], env=env, capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    proxy = subprocess.Popen([haproxy, "-db", "-f", str(config)], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(url + "/healthz", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proxy.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        with httpx.Client(base_url=url) as c:
+            r = c.post("/v1/assets/e1/readings", json={"readings": [reading(rows[0])]})
+            assert r.status_code == 200 and r.json()["accepted"] == 1
+            assert r.headers["content-security-policy"]  # the server's headers pass through
+            big = c.post("/v1/assets/e1/readings", content=b" " * 4_000_001,
+                         headers={"content-type": "application/json"})
+            assert big.status_code == 413 and "detail" not in big.text
+        assert server.service.store.count("readings") == 1
+    finally:
+        proxy.terminate()
+        proxy.wait(10)

@@ -6,6 +6,7 @@
 """
 
 
+import asyncio
 import hmac
 import logging
 import time
@@ -79,8 +80,9 @@ class _Limits:
     latency metric by route."""
 
     def __init__(self, app, service: FleetService, max_body: int,
-                 hosts: frozenset[str] | None) -> None:
+                 hosts: frozenset[str] | None, body_timeout: float) -> None:
         self.app, self.service, self.max_body, self.hosts = app, service, max_body, hosts
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -100,7 +102,7 @@ class _Limits:
             self._check_host(scope)
             body = await self._body(scope, receive)
         except ApiError as exc:
-            await _error(sending, exc)
+            await _error(sending, exc, {"Connection": "close"} if exc.status == 408 else None)
         else:
             if body is not None:
                 try:
@@ -131,13 +133,19 @@ class _Limits:
                            "one with --allowed-host)", "host_not_allowed")
 
     async def _body(self, scope, receive) -> bytes | None:
-        """The whole body (None: the client left); an ApiError past the limit."""
+        """The whole body (None: the client left); an ApiError past the limit (413) or the
+        body timeout (408)."""
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise _too_large(self.max_body)
         chunks, seen, more = [], 0, True
+        deadline = time.monotonic() + self.body_timeout
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+            except asyncio.TimeoutError:
+                raise ApiError(408, ["body"], f"the request body did not arrive within "
+                               f"{self.body_timeout:g} s", "timeout") from None
             if message["type"] == "http.disconnect":
                 return None
             chunk = message.get("body", b"")
@@ -147,6 +155,68 @@ class _Limits:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+def server_config(app: FastAPI, settings: ServeSettings, **kw):
+    """uvicorn's configuration of ``app`` with the service's timeouts and limits (``kw``:
+    other uvicorn options, e.g. ``log_level``).
+
+    uvicorn closes an idle kept-alive connection (``keep_alive_s``), answers 503 beyond
+    ``limit_concurrency`` connections and a 400 beyond ``max_header_bytes`` of headers, but
+    waits for ever for a request's headers: :func:`timed_h11` adds that timeout, and
+    :class:`_Limits` the body's. What a process cannot bound is how many connections the
+    kernel hands it (each an open file): in front of a network, put a reverse proxy with a
+    ``maxconn`` (docs/serving.md, deploy/haproxy.cfg).
+    """
+    import uvicorn
+
+    return uvicorn.Config(app, host=settings.host, port=settings.port,
+                          http=timed_h11(settings.header_timeout_s),
+                          timeout_keep_alive=settings.keep_alive_s,
+                          limit_concurrency=settings.limit_concurrency,
+                          h11_max_incomplete_event_size=settings.max_header_bytes,
+                          access_log=False, **kw)
+
+
+def timed_h11(header_timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline on each request's line and headers: a
+    connection that has not sent them whole ``header_timeout`` seconds after its first byte (or
+    after it opened) is closed, so trickled headers cannot hold connections open (slowloris).
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        _headers_due: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._headers_due is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the first bytes of the next request on a kept-alive connection
+            super().data_received(data)
+            if self._headers_due is not None and self.conn.their_state is not h11.IDLE:
+                self._headers_due.cancel()  # the request line and headers are in
+                self._headers_due = None
+
+        def connection_lost(self, exc) -> None:
+            if self._headers_due is not None:
+                self._headers_due.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._headers_due = self.loop.call_later(header_timeout, self._late)
+
+        def _late(self) -> None:
+            self._headers_due = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logger.debug("closing %s: no request headers within %g s", self.client,
+                             header_timeout)
+                self.transport.close()
+
+    return TimedH11Protocol
 
 
 def _replay(body: bytes, receive):
@@ -203,7 +273,7 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                   responses=COMMON_ERRORS, docs_url=None, redoc_url=None)
     app.state.service = service
     app.add_middleware(_Limits, service=service, max_body=settings.max_body_bytes,
-                       hosts=settings.host_allowed())
+                       hosts=settings.host_allowed(), body_timeout=settings.body_timeout_s)
     bearer = HTTPBearer(auto_error=False)
 
     async def authorized(creds: Annotated[HTTPAuthorizationCredentials | None,
