@@ -179,3 +179,19 @@ def test_batch_checks_of_every_cycle_equal_the_streaming_checks(engine31):
     assert streamed == batch
     assert sum(map(bool, batch)) > len(engine31) * 3  # most of the bad engines' cycles
     assert not any(batch[p.window - 1: len(engine31)])  # the clean engine from a full window
+
+
+@pytest.mark.needs_data
+def test_no_output_claims_a_coverage_it_has_not_measured(cmapss_dir, tmp_path):
+    """The calibration's level is printed as nominal; a measured coverage says where it was
+    measured (#26 item 7)."""
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--data-dir", str(cmapss_dir)])
+    assert res.exit_code == 0, res.output
+    line = next(x for x in res.stdout.splitlines() if "interval" in x)
+    assert "RUL interval, nominal 80 %: coverage" in line, line
+    assert "% measured on these 100 engines' last windows" in line
+    assert "80% RUL interval" not in res.stdout
+    values = np.loadtxt(cmapss_dir / "test_FD001.txt")[:40]
+    res = runner.invoke(app, ["predict", "--input", str(_csv(tmp_path / "a.csv", values))])
+    record = json.loads(res.stdout)[0]
+    assert record["nominal_coverage"] == 0.8 and "coverage" not in record

@@ -84,7 +84,7 @@ def test_predict_and_evaluate_report_the_bounds(cmapss_dir):
                               "--weights", "FD002"])
     assert out.exit_code == 0, out.output
     records = json.loads(out.stdout)
-    assert all(r["rul_lower"] <= r["rul"] <= r["rul_upper"] and r["coverage"] == 0.8
+    assert all(r["rul_lower"] <= r["rul"] <= r["rul_upper"] and r["nominal_coverage"] == 0.8
                for r in records)
     out = runner.invoke(app, ["evaluate", "--dataset", "FD002", "--data-dir", str(cmapss_dir),
                               "--json"])

@@ -102,8 +102,9 @@ def evaluate(
                    f"health acc {metrics['health_accuracy']:.3f}  F1 {metrics['health_macro_f1']:.3f}  "
                    f"| raw-truth RMSE {metrics['rmse_raw']:.2f}{extra}")
         if "interval_coverage" in metrics:
-            typer.echo(f"  {metrics['interval_stated_coverage']:.0%} RUL interval: coverage "
-                       f"{metrics['interval_coverage']:.1%}, mean width "
+            typer.echo(f"  RUL interval, nominal {100 * metrics['interval_stated_coverage']:.0f} "
+                       f"%: coverage {100 * metrics['interval_coverage']:.1f} % measured on these "
+                       f"{len(report.unit)} engines' last windows, mean width "
                        f"{metrics['interval_width']:.1f} cycles")
         if written:
             typer.echo(f"wrote {', '.join(str(p) for p in written)}")
@@ -156,7 +157,9 @@ def calibrate(
     run_dir: RunDir = None,
     weights: Weights = None,
     data_dir: DataDir = None,
-    coverage: Annotated[float, typer.Option(help="Stated coverage of the interval.")] = 0.8,
+    coverage: Annotated[float, typer.Option(
+        help="Nominal coverage of the interval (what the calibration aims at on held-out "
+             "engines; amnl evaluate measures it on a test set).")] = 0.8,
     out: Annotated[Path | None, typer.Option(
         help="Folder for calibration.json and drift.json (default: the --run folder; "
              "required for a bundled model).", show_default=False)] = None,
@@ -191,7 +194,8 @@ def calibrate(
     edges = [0, *intervals.edges]
     bands = ", ".join(f"{e:g}+: [{lo:+.1f}, {hi:+.1f}]" for e, lo, hi in
                       zip(edges, intervals.lower, intervals.upper))
-    typer.echo(f"{predictor.config.data.subset}: {coverage:.0%} intervals from "
+    typer.echo(f"{predictor.config.data.subset}: intervals at a nominal {100 * coverage:.0f} % "
+               f"from "
                f"{intervals.source['windows']} windows of held-out engines "
                f"({', '.join(intervals.source['subsets'])}); offsets by predicted RUL: {bands}; "
                f"wrote {path} and the drift reference {drift_path}")

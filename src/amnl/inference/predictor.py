@@ -55,7 +55,8 @@ class Predictions:
     """Calibrated lower bound of each RUL (None when the model has no calibration)."""
     rul_upper: np.ndarray | None = None
     coverage: float | None = None
-    """The bounds' stated coverage (e.g. 0.8)."""
+    """The bounds' nominal coverage (e.g. 0.8: what the calibration aims at, not a measured
+    coverage; ``amnl evaluate`` measures it on a test set)."""
 
     @property
     def health(self) -> list[str]:
@@ -74,7 +75,8 @@ class Predictions:
             rec = {"unit": int(u), "rul": round(float(r), 3)}
             if self.rul_lower is not None:  # the calibrated interval, beside the RUL
                 rec.update(rul_lower=round(float(self.rul_lower[i]), 3),
-                           rul_upper=round(float(self.rul_upper[i]), 3), coverage=self.coverage)
+                           rul_upper=round(float(self.rul_upper[i]), 3),
+                           nominal_coverage=self.coverage)
             rec.update(health=h, **{f"p_{c}": round(float(p), 5)
                                     for c, p in zip(HEALTH_CLASSES, probs)}, warnings=w)
             out.append(rec)

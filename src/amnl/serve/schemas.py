@@ -126,8 +126,10 @@ class PredictionOut(BaseModel):
     asset_id: str
     cycle: int = Field(description="The cycle the prediction is made at.")
     rul: float = Field(description="Remaining useful life, cycles.")
-    rul_lower: float | None = Field(description="Calibrated lower bound (the model's stated "
-                                                "coverage; null without a calibration).")
+    rul_lower: float | None = Field(description="Calibrated lower bound, at the calibration's "
+                                                "nominal coverage (not a measured one: "
+                                                "GET /v1/accuracy measures it); null without "
+                                                "a calibration.")
     rul_upper: float | None
     health: Literal["healthy", "degrading", "critical"]
     probabilities: Probabilities  # type: ignore[valid-type]
