@@ -93,6 +93,16 @@ def serve(
         help="A Host header the server answers besides its bind address, localhost, 127.0.0.1 "
              "and [::1] (repeatable; * for any); others get a 400 (no DNS rebinding). A "
              "0.0.0.0 bind without it answers any Host.", show_default=False)] = None,
+    header_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has for its request line and headers (then the connection is "
+             "closed: no slowloris).")] = _default("header_timeout_s"),
+    body_timeout: Annotated[float, typer.Option(
+        help="Seconds a client has for its request body (a 408 after).")
+    ] = _default("body_timeout_s"),
+    limit_concurrency: Annotated[int, typer.Option(
+        help="Connections and requests at most, beyond a 503 at once; keep it under ulimit -n "
+             "(docs/serving.md: a reverse proxy bounds connections).")
+    ] = _default("limit_concurrency"),
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Serve a fleet: readings in over HTTP, RUL and health per asset, kept in a database.
@@ -107,7 +117,7 @@ def serve(
             raise fail(f"{exc} (or pip install 'amnl[serve]')") from None
     import uvicorn
 
-    from amnl.serve.app import create_app
+    from amnl.serve.app import create_app, server_config
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
                                                         "%(message)s")
@@ -118,7 +128,9 @@ def serve(
                    durability=durability, max_body_bytes=max_body_bytes,
                    alert_rules=str(alert_rules) if alert_rules else None,
                    webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
-                   demo_speed=demo_speed, allowed_hosts=list(allowed_host or []))
+                   demo_speed=demo_speed, allowed_hosts=list(allowed_host or []),
+                   header_timeout_s=header_timeout, body_timeout_s=body_timeout,
+                   limit_concurrency=limit_concurrency)
     _check_port(host, port)
     app = run(create_app, settings)  # loads the model: a bad --model is one line
     # the model and database are opened by the app's lifespan: load them now, so that a bad
@@ -127,7 +139,7 @@ def serve(
     typer.echo(f"amnl serve: model {app.state.service.predictor.model_id} on "
                f"http://{host}:{port}/ (API docs at /docs), database "
                f"{Path(db) if '://' not in db else 'URL'}", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.Server(server_config(app, settings, log_level=log_level)).run()
 
 
 def register(app: typer.Typer) -> None:
