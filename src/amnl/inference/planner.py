@@ -1,7 +1,7 @@
 """Batch-size planning from measured memory: a straight-line fit and the largest batch that fits.
 
 The deployment study plans with a constant scaling law (14 MB + 1.8 MB x batch, largest power of
-two, capped at 256). Here the line comes from measurements (:mod:`amnl.profiling.memory`,
+two, capped at 256). Here the line comes from measurements (:mod:`amnl.inference.memory`,
 ``amnl profile``): ``memory = base + per_sample x batch`` fitted by least squares, and the planner
 only returns a batch whose *upper envelope* (the line shifted up by its largest positive
 residual) fits, so it never picks a batch that a measured point says would not fit.

@@ -84,7 +84,7 @@ class TorchRuntime:
         device: ``cpu``, ``cuda`` or ``auto``.
         precision: ``fp32``, ``bf16``, ``fp16`` (CUDA only) or ``int8`` (CPU only).
         batch_size: windows per forward pass, or ``"auto"`` (or 0): a memory line is measured
-            on this model (:func:`amnl.profiling.memory.calibrate_memory`) once per window
+            on this model (:func:`amnl.inference.memory.calibrate_memory`) once per window
             shape, and every call runs in chunks of the largest measured size that fits in half
             the free memory and in ``memory_budget_mb``
             (:func:`amnl.inference.planner.batch_size_for_free_memory`).
@@ -144,7 +144,7 @@ class TorchRuntime:
         with self._lock:
             if shape in self._fits:
                 return self._fits[shape]
-            from amnl.profiling.memory import calibrate_memory
+            from amnl.inference.memory import calibrate_memory
 
             points: dict[int, int] = {}
             try:

@@ -15,12 +15,10 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from amnl.inference.memory import RANGE_PREFIX  # the ranges opened around each component
 from amnl.model.network import AMNL
 
 logger = logging.getLogger(__name__)
-
-#: Prefix of the profiler ranges opened around each component.
-RANGE_PREFIX = "amnl::"
 
 
 @dataclass
