@@ -6,7 +6,6 @@ A runtime is any callable ``predict(x) -> (rul (N,), probabilities (N, 3))`` ove
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,8 +14,7 @@ from amnl.data.cmapss import Subset
 from amnl.errors import DataError
 from amnl.evaluate.metrics import balanced_rmse, health_metrics, rmse, rul_metrics
 from amnl.features.pipeline import Preprocessor, Windows
-
-PredictFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+from amnl.inference import PredictFn
 
 
 def score_windows(predict: PredictFn, windows: Windows, prefix: str = "") -> dict[str, float]:

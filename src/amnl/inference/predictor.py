@@ -20,9 +20,9 @@ import numpy as np
 from amnl.config import InferenceConfig, RunConfig
 from amnl.data.cmapss import EngineTable
 from amnl.errors import DataError, ModelError
-from amnl.evaluate.evaluate import PredictFn
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.features.pipeline import Preprocessor
+from amnl.inference import PredictFn
 from amnl.inference.drift import DriftReference
 from amnl.inference.intervals import RulIntervals
 from amnl.rundir import (
