@@ -27,7 +27,12 @@ TRAIN_CONDITIONS = {"FD001": 1, "FD002": 6, "FD003": 1, "FD004": 6}
 @pytest.fixture(scope="module")
 def summaries(cmapss_dir: Path) -> dict[str, FileSummary]:
     # One pass over all 12 files (k-means included) shared by the tests below.
-    return {s.file: s for s in summarize(cmapss_dir)}
+    from amnl.features.conditions import OperatingConditions
+
+    def count(settings):  # what `amnl data check` passes in
+        return OperatingConditions().fit(settings).n_conditions_
+
+    return {s.file: s for s in summarize(cmapss_dir, count_conditions=count)}
 
 
 def test_rows_and_units(summaries: dict[str, FileSummary]) -> None:
