@@ -167,6 +167,27 @@ def test_caught_up_and_restarted_predictions_carry_the_same_warnings(predictor, 
         live.__exit__()
     assert any(expected.values())
 
+    # a fleet's cycle at a time (POST /v1/readings: every asset stepped at once)
+    fleet = LiveServer(create_app(settings(f"sqlite:///{tmp_path / 'fleet.db'}"),
+                                  predictor())).__enter__()
+    others = {"clean": engine31, "mid": engine31[-40:]}
+    try:
+        with httpx.Client(base_url=fleet.url) as c:
+            for k in range(len(rows)):
+                batch = [{"asset_id": "typo", **reading(rows[k])}]
+                batch += [{"asset_id": a, **reading(r[k])} for a, r in others.items() if k < len(r)]
+                assert c.post("/v1/readings", json={"readings": batch}).status_code == 200
+            assert fleet.service.wait_predicted()
+            assert history(c, "typo") == expected
+            mid = history(c, "mid")
+    finally:
+        fleet.__exit__()
+    first = int(engine31[-40, 1])
+    assert sorted(mid) == list(range(first, first + 40))
+    assert all(ws[0].startswith(MID_LIFE.format(first)) for ws in mid.values())
+    assert [any(w.startswith(SHORT.format(k - first + 1)) for w in ws) for k, ws in mid.items()] \
+        == [k - first + 1 < 30 for k in mid]
+
     # a backlog of one window: nearly every prediction is caught up from the database
     behind = LiveServer(create_app(settings(f"sqlite:///{tmp_path / 'behind.db'}",
                                             max_backlog=1), predictor())).__enter__()

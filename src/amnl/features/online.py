@@ -275,6 +275,9 @@ class OnlineFeatures:
         """Record the check flags of the last ``len(flags)`` rows stepped (only the last W
         are kept), e.g. :func:`amnl.inference.checks.reading_flags` of what :meth:`step`
         returned."""
+        if len(flags) == 1 and state.rows:  # a fleet step: one each
+            state.flags[(state.rows - 1) % self.window] = flags[0]
+            return
         n = min(len(flags), self.window, state.rows)
         state.flags[np.arange(state.rows - n, state.rows) % self.window] = flags[len(flags) - n:]
 

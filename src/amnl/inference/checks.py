@@ -252,6 +252,65 @@ class StreamChecks:
         """:func:`reading_flags` of readings (what ``OnlineFeatures.step`` returned)."""
         return reading_flags(self.pre, settings, cond, z)
 
+    def flagged(self, windows: np.ndarray, any_flag: np.ndarray, cycles: np.ndarray,
+                first_cycles: np.ndarray) -> np.ndarray:
+        """Which of n predictions have a warning, at once (bool (n,)): only those need
+        :meth:`warnings`.
+
+        Args:
+            windows: float32 (n, W, F) model-ready; any_flag: bool (n,) whether a reading of
+                each window is flagged; cycles, first_cycles: int (n,).
+        """
+        beyond = (np.abs(windows[:, :, self.columns]) > Z_LIMIT).any((1, 2))
+        return (beyond | any_flag | (cycles > self.oldest) | (first_cycles != 1)
+                | (cycles - first_cycles + 1 < self.window))
+
+    def consecutive(self, online, state, first_cycle: int, before: np.ndarray,
+                    settings: np.ndarray, cond: np.ndarray, z: np.ndarray, cycles: np.ndarray,
+                    windows: np.ndarray) -> list[tuple[str, ...]]:
+        """The warnings of n consecutive new cycles of one asset, their flags recorded.
+
+        Args:
+            online: the :class:`amnl.features.online.OnlineFeatures` that stepped ``state``
+                past them; before: its :meth:`~amnl.features.online.OnlineFeatures.recent_flags`
+                before the step.
+            settings, cond, z, cycles, windows: the new cycles' settings and what the step
+                returned.
+        """
+        flags = self.flags(settings, cond, z)
+        online.record_flags(state, flags)
+        seen = np.concatenate([before, flags])  # the windows' older readings, then these
+        ends = len(before) + np.arange(1, len(flags) + 1)
+        starts = np.maximum(ends - self.window, 0)
+        count = np.concatenate([[0], np.cumsum(seen != 0)])
+        cycles = np.asarray(cycles, np.int64)
+        need = self.flagged(windows, count[ends] > count[starts], cycles,
+                            np.full(len(cycles), first_cycle))
+        out: list[tuple[str, ...]] = [()] * len(cycles)
+        for k in np.flatnonzero(need):
+            out[k] = tuple(self.warnings(seen[starts[k]: ends[k]], int(cycles[k]), windows[k],
+                                         first_cycle))
+        return out
+
+    def fleet_step(self, online, states: list, first_cycles: np.ndarray, settings: np.ndarray,
+                   cond: np.ndarray, z: np.ndarray, cycles: np.ndarray, windows: np.ndarray
+                   ) -> list[tuple[str, ...]]:
+        """The warnings of one new cycle each of n assets (``OnlineFeatures.step_many``),
+        their flags recorded."""
+        flags = self.flags(settings, cond, z)
+        for s, f in zip(states, flags):
+            online.record_flags(s, f[None])
+        cycles = np.asarray(cycles, np.int64)
+        first_cycles = np.asarray(first_cycles, np.int64)
+        # a ring holds the flags of the last W rows only (a reused slot is cleared)
+        any_flag = np.stack([s.flags for s in states]).any(1)
+        need = self.flagged(windows, any_flag, cycles, first_cycles)
+        out: list[tuple[str, ...]] = [()] * len(states)
+        for k in np.flatnonzero(need):
+            out[k] = tuple(self.warnings(online.recent_flags(states[k]), int(cycles[k]),
+                                         windows[k], int(first_cycles[k])))
+        return out
+
     def warnings(self, flags: np.ndarray, last_cycle: int, window: np.ndarray,
                  first_cycle: int) -> list[str]:
         """The warnings of the prediction of ``window`` (float32 (W, F), model-ready) ending

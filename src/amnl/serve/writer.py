@@ -341,13 +341,15 @@ class Writer:
                 except DataError as exc:
                     raise ApiError(422, locs[0], str(exc), "value_error") from None
                 observed.append((raw[:, self.online.settings], cond, z))
-                warned = self._warnings(entry, before, raw, cond, z, cycles, windows)
+                warned = ([()] * len(cycles) if self.checks is None else
+                          self.checks.consecutive(self.online, entry.state, entry.first_cycle,
+                                                  before, raw[:, self.online.settings], cond, z,
+                                                  cycles, windows))
                 for c, r, w, ws in zip(cycles, raw, windows, warned):
                     rows.append(reading_row(a, int(c), r, w[-1], stamp))  # w[-1]: its own row
                     new_jobs.append(Job(a, entry.incarnation, int(c), w.copy(),  # not a view
                                         warnings=ws))
             if single:  # a fleet's cycle: every asset stepped at once
-                befores = [self.online.recent_flags(e.state) for _, e, _, _, _ in single]
                 try:
                     windows, cond, z = self.online.step_many(
                         [e.state for _, e, _, _, _ in single],
@@ -356,12 +358,15 @@ class Writer:
                         [f"asset {a}" for a, _, _, _, _ in single])
                 except DataError as exc:  # exc.row: the asset's place in the fleet step
                     raise ApiError(422, single[exc.row][4], str(exc), "value_error") from None
-                observed.append((np.stack([r for _, _, _, r, _ in single])[:, self.online.settings],
-                                 cond, z))
-                for k, ((a, e, c, r, _), w) in enumerate(zip(single, windows)):
+                settings = np.stack([r for _, _, _, r, _ in single])[:, self.online.settings]
+                observed.append((settings, cond, z))
+                warned = ([()] * len(single) if self.checks is None else
+                          self.checks.fleet_step(self.online, [e.state for _, e, _, _, _ in single],
+                                                 [e.first_cycle for _, e, _, _, _ in single],
+                                                 settings, cond, z,
+                                                 [c for _, _, c, _, _ in single], windows))
+                for (a, e, c, r, _), w, ws in zip(single, windows, warned):
                     rows.append(reading_row(a, c, r, w[-1], stamp))
-                    ws = self._warnings(e, befores[k], r[None], cond[k: k + 1], z[k: k + 1],
-                                        [c], w[None])[0]
                     new_jobs.append(Job(a, e.incarnation, c, w.copy(), warnings=ws))  # own 3.5 kB
         except ApiError as exc:
             self.metrics.rejected.labels(exc.detail[0]["type"]).inc(
@@ -429,24 +434,6 @@ class Writer:
         first = {a: (changed.get(a) or self.entries[a]).first_cycle
                  for a in {r["asset_id"] for r in rows}}
         return self.alerts.stage(conn, rows, first, stamp)
-
-    def _warnings(self, entry: Entry, before: np.ndarray, raw: np.ndarray, cond: np.ndarray,
-                  z: np.ndarray, cycles, windows: np.ndarray) -> list[tuple[str, ...]]:
-        """The input warnings of each new cycle's prediction (``entry.state`` has stepped past
-        them; their flags are recorded in it): the readings of its window and its inputs, see
-        :class:`amnl.inference.checks.StreamChecks`."""
-        if self.checks is None:
-            return [()] * len(cycles)
-        flags = self.checks.flags(raw[:, self.online.settings], cond, z)
-        self.online.record_flags(entry.state, flags)
-        seen = np.concatenate([before, flags])  # the window's older readings, then these
-        w = self.online.window
-        out = []
-        for k, (c, x) in enumerate(zip(cycles, windows)):
-            end = len(before) + k + 1
-            out.append(tuple(self.checks.warnings(seen[max(0, end - w): end], int(c), x,
-                                                  entry.first_cycle)))
-        return out
 
     def _prediction_rows(self, batches: list[Batch], stamp: float) -> list[dict]:
         from amnl.features.labels import HEALTH_CLASSES
