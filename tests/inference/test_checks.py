@@ -195,3 +195,24 @@ def test_no_output_claims_a_coverage_it_has_not_measured(cmapss_dir, tmp_path):
     res = runner.invoke(app, ["predict", "--input", str(_csv(tmp_path / "a.csv", values))])
     record = json.loads(res.stdout)[0]
     assert record["nominal_coverage"] == 0.8 and "coverage" not in record
+
+
+@pytest.mark.needs_data
+def test_evaluate_lists_each_test_engines_warnings(cmapss_dir, tmp_path):
+    """FD002's test file has engines shorter than the window: evaluate says so and its
+    predictions.csv names them; FD001's has none, and evaluate says nothing."""
+    import csv
+
+    table = read_table(cmapss_dir / "test_FD002.txt")
+    short = table.units[table.lengths < 30]
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD002", "--weights", "FD002",
+                              "--data-dir", str(cmapss_dir), "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    assert f"{len(short)} of {len(table.units)} test engines have input warnings" in res.stderr
+    with open(tmp_path / "ev" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["unit"]) for r in rows if r["warnings"]] == short.tolist()
+    assert all(r["warnings"].startswith("history shorter than the model's window")
+               for r in rows if r["warnings"])
+    res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--data-dir", str(cmapss_dir)])
+    assert res.exit_code == 0 and "input warnings" not in res.stderr

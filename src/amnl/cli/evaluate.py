@@ -85,6 +85,12 @@ def evaluate(
                    f"({len(subset.test):,} cycles); this takes a while", err=True)
     report = run(evaluate_test, predictor, predictor.preprocessor, subset, all_windows=all_windows,
                  intervals=predictor.intervals)
+    report.warnings = _test_warnings(predictor, subset.test)
+    flagged = [w for w in report.warnings if w]
+    if flagged:
+        typer.echo(f"warning: {len(flagged)} of {len(report.unit)} test engines have input "
+                   f"warnings (e.g. {flagged[0][0]}); predictions.csv (--out) lists them",
+                   err=True)
     metrics = {"dataset": name, "runtime": runtime, "precision": precision,
                "model_id": predictor.model_id, **report.metrics}
     written = []
@@ -111,6 +117,14 @@ def evaluate(
             if not any(p.suffix == ".png" for p in written):
                 typer.echo("no plot: matplotlib is not installed (pip install 'amnl[plot]')",
                            err=True)
+
+
+def _test_warnings(predictor, table) -> list[list[str]]:
+    """Each test engine's input warnings, as amnl predict gives them."""
+    from amnl.inference.checks import unit_warnings
+
+    pre = predictor.preprocessor
+    return unit_warnings(pre, predictor.config, table, *pre.scale(table))
 
 
 def predict(

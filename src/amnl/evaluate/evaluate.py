@@ -39,6 +39,9 @@ class TestReport:
     rul_lower: np.ndarray | None = None
     """Calibrated bounds of each prediction (None without a calibration)."""
     rul_upper: np.ndarray | None = None
+    warnings: list[list[str]] | None = None
+    """Each engine's input warnings (:func:`amnl.inference.checks.unit_warnings`), when the
+    caller checked them (``amnl evaluate`` does)."""
 
 
 def evaluate_test(predict: PredictFn, pre: Preprocessor, subset: Subset, *,

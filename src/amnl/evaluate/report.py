@@ -27,7 +27,8 @@ def read_predictions(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def write_report(report: TestReport, out_dir: str | Path, title: str) -> list[Path]:
-    """Write ``predictions.csv`` (unit, true RUL, predicted RUL, health class, probabilities)
+    """Write ``predictions.csv`` (unit, true RUL, predicted RUL, health class, probabilities,
+    and the input warnings when the report has them)
     and ``predictions.png`` (predicted vs true RUL per engine, sorted by true RUL).
 
     The plot needs matplotlib (``pip install amnl[plot]``); without it only the CSV is written.
@@ -37,10 +38,14 @@ def write_report(report: TestReport, out_dir: str | Path, title: str) -> list[Pa
     written = [out / CSV_FILE]
     with open(out / CSV_FILE, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["unit", "true_rul", "pred_rul", "health", *[f"p_{c}" for c in HEALTH_CLASSES]])
-        for u, t, p, prob in zip(report.unit, report.true_rul, report.pred_rul, report.probabilities):
+        checked = report.warnings is not None
+        w.writerow(["unit", "true_rul", "pred_rul", "health", *[f"p_{c}" for c in HEALTH_CLASSES],
+                    *(["warnings"] if checked else [])])
+        warned = report.warnings if checked else [None] * len(report.unit)
+        for u, t, p, prob, ws in zip(report.unit, report.true_rul, report.pred_rul,
+                                     report.probabilities, warned):
             w.writerow([int(u), f"{t:g}", f"{p:.3f}", HEALTH_CLASSES[int(np.argmax(prob))],
-                        *[f"{v:.5f}" for v in prob]])
+                        *[f"{v:.5f}" for v in prob], *(["; ".join(ws)] if checked else [])])
     try:
         import matplotlib
 
