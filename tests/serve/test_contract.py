@@ -14,6 +14,7 @@ from amnl.data.cmapss import load_subset
 from amnl.data.paths import sample_dir
 from amnl.errors import ConfigError
 from amnl.serve.errors import ApiError
+from amnl.serve.schemas import MAX_PREDICT_ASSETS
 from amnl.serve.settings import MAX_FAILURE_GAP, ServeSettings
 
 from .conftest import reading
@@ -121,6 +122,11 @@ def test_integers_are_bounded_and_a_failure_is_near_the_last_cycle(live_server, 
             r = c.post("/v1/assets/e1/failure", json={"cycle": cycle})
             assert r.status_code == 422, cycle
             assert r.json()["detail"][0]["loc"] == ["body", "cycle"]
+        # /v1/predict's work is bounded too: one forward pass per history
+        many = {"assets": [{"asset_id": f"a{k}", "readings": [reading(rows[0])]}
+                           for k in range(MAX_PREDICT_ASSETS + 1)]}
+        r = c.post("/v1/predict", json=many)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "assets"]
         # nothing was closed: the asset still takes its next reading
         assert c.post("/v1/assets/e1/readings",
                       json={"readings": [reading(rows[5])]}).status_code == 200
