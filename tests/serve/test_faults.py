@@ -61,8 +61,14 @@ class HeldWriter:
     queued meanwhile is applied as one group."""
 
     def __init__(self, service) -> None:
-        self.release = threading.Event()
-        self.future = service.writer.control(lambda _conn: self.release.wait(ANSWER_WITHIN))
+        self.release, entered = threading.Event(), threading.Event()
+
+        def hold(_conn):
+            entered.set()
+            return self.release.wait(ANSWER_WITHIN)
+
+        self.future = service.writer.control(hold)
+        assert entered.wait(ANSWER_WITHIN)  # what is queued from now on waits in the queue
 
     def __enter__(self):
         return self
@@ -237,3 +243,138 @@ def test_a_thread_that_dies_makes_readyz_answer_503_naming_it(live_server, tmp_p
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["threads"] == [thread], r.text
         assert f'amnl_thread_alive{{thread="{thread}"}} 0.0' in c.get("/metrics").text
+
+
+class Failing:
+    """A runtime whose every forward pass fails (readings are stored, predictions are not)."""
+
+    def __call__(self, x):
+        raise RuntimeError("no")
+
+
+def with_runtime(good, runtime):
+    """The predictor ``good`` with another runtime."""
+    return type(good)(good.config, good.preprocessor, runtime, good.model_id, good.inference)
+
+
+class Gate:
+    """A runtime that holds its first forward pass until ``go`` and counts the windows."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime, self.windows = runtime, 0
+        self.entered, self.go = threading.Event(), threading.Event()
+
+    def __call__(self, x):
+        self.entered.set()
+        assert self.go.wait(ANSWER_WITHIN)
+        self.windows += len(x)
+        return self.runtime(x)
+
+
+def unpredicted_at_restart(db: str, good, engines: dict[str, np.ndarray]) -> None:
+    """Store ``engines`` with a runtime that fails: acknowledged, never predicted."""
+    from amnl.serve.service import FleetService
+
+    first = FleetService(settings(db), with_runtime(good, Failing()))
+    first.start()
+    for a, rows in engines.items():
+        assert first.writer.ingest(parts(a, rows)).result(ANSWER_WITHIN)
+    first.writer.wait_idle()
+    assert first.store.count("predictions") == 0
+    first.batcher.stop(0)  # as if killed: no clean shutdown of the pipeline
+    first.engine.dispose()
+
+
+def test_a_restart_predicts_each_unpredicted_reading_once(db_url, predictor, engines):
+    """Readings committed while a catch-up waits for the writer are queued and also found
+    unpredicted in the database: each must still get one forward pass."""
+    from amnl.serve.service import FleetService
+
+    good = predictor()
+    stored = {a: engines[a][:40] for a in ("e1", "e2")}  # e1 has 31 cycles
+    unpredicted_at_restart(db_url, good, stored)
+    gate = Gate(good.runtime)
+    second = FleetService(settings(db_url, max_batch=16, max_backlog=16),
+                          with_runtime(good, gate))
+    second.start()
+    try:
+        assert gate.entered.wait(ANSWER_WITHIN)  # the first catch-up's pass, held
+        with HeldWriter(second):
+            new = second.writer.ingest(parts("e3", engines["e3"][:10]))
+            gate.go.set()  # the next catch-up now waits behind the held writer and e3
+            wait_for(lambda: second.writer._queue.qsize() >= 3)  # e3, a batch, the barrier
+        assert new.result(ANSWER_WITHIN)
+        assert second.wait_predicted(30)
+        total = sum(len(r) for r in stored.values()) + 10
+        assert second.store.count("predictions") == total
+        assert gate.windows == total  # one forward pass per reading
+        assert second.metrics.predictions._value.get() == total
+        second.writer.wait_idle()
+        assert second.writer.alerts.buffers == {}
+    finally:
+        second.stop()
+
+
+def test_a_repeated_prediction_is_not_kept_in_the_alert_buffers(live_server, tmp_path, engines):
+    from amnl.serve.batcher import Batch, Job
+
+    server = live_server(settings(str(tmp_path / "a.db")))
+    service = server.service
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e1", engines["e1"][:5]).status_code == 200
+    assert service.wait_predicted(30)
+    entry = service.writer.entries["e1"]
+    service.writer.add_batch(Batch([Job("e1", entry.incarnation, 3, np.zeros((1, 1)))],
+                                   np.array([50.0]), np.array([[1.0, 0.0, 0.0]]), "catch_up",
+                                   0.0))
+    service.writer.wait_idle()
+    assert service.writer.alerts.buffers == {}
+
+
+class Poisoned:
+    """A runtime whose forward pass raises for every batch holding one given window."""
+
+    def __init__(self, runtime, window_last_row: np.ndarray) -> None:
+        self.runtime, self.row = runtime, window_last_row
+        self.lock = threading.Lock()
+        self.passes = 0
+
+    def __call__(self, x):
+        with self.lock:
+            self.passes += 1
+        if np.any(np.all(np.isclose(x[:, -1], self.row, rtol=0, atol=1e-6), axis=1)):
+            raise RuntimeError("this window breaks the runtime")
+        return self.runtime(x)
+
+
+def test_a_window_whose_forward_pass_fails_is_set_aside_and_its_neighbours_predicted(
+        live_server, db_url, predictor, engines, monkeypatch, caplog):
+    import logging
+
+    from amnl.features.online import OnlineFeatures
+    from amnl.serve import batcher
+
+    monkeypatch.setattr(batcher, "RETRY_SECONDS", 0.05)  # retried, then given up, quickly
+    good = predictor()
+    rows = {a: engines[a][:30] for a in ("e1", "e2", "e3")}
+    online = OnlineFeatures(good.preprocessor)  # the poisoned window: e2's at cycle 10
+    windows, _, _ = online.step(online.new_state(), rows["e2"][:, 1].astype(np.int64),
+                                rows["e2"][:, RAW], label="e2")
+    runtime = Poisoned(good.runtime, windows[9][-1])
+    server = live_server(settings(db_url, max_batch=8, max_wait_ms=20.0))
+    server.service.batcher.predict = runtime  # the thread reads it at every pass
+    caplog.set_level(logging.WARNING, logger="amnl.serve.batcher")
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        for k in range(30):  # a fleet's cycle at a time
+            r = c.post("/v1/readings", json={"readings": [
+                {"asset_id": a, **reading(rows[a][k])} for a in rows]})
+            assert r.status_code == 200, r.text
+        wait_for(lambda: server.service.store.count("predictions") == 89)
+        wait_for(lambda: 'amnl_prediction_windows_failed_total{result="given_up"} 1.0'
+                 in c.get("/metrics").text)
+        got = [p["cycle"] for p in c.get("/v1/assets/e2/predictions").json()["predictions"]]
+        metrics = c.get("/metrics").text
+    assert got == [c for c in range(1, 31) if c != 10]
+    assert "amnl_prediction_windows_set_aside 1.0" in metrics
+    assert any("asset e2 cycle 10" in r.getMessage() and "given up" in r.getMessage()
+               for r in caplog.records)

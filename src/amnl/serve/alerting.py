@@ -60,7 +60,9 @@ class AlertBook:
         for a, new in by_asset.items():
             have = self.states.get(a)
             state = have.copy() if have is not None else AssetAlerts(first_cycles[a] - 1)
-            buf = {**self.buffers.get(a, {}), **new}
+            # a repeated prediction (at or below the evaluated cycle) is not kept
+            buf = {c: r for c, r in {**self.buffers.get(a, {}), **new}.items()
+                   if c > state.cycle}
             while state.cycle + 1 in buf:
                 prediction = buf.pop(state.cycle + 1)
                 for t in evaluate(self.rules, state, a, prediction):

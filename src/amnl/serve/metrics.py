@@ -31,6 +31,12 @@ class ServeMetrics:
         self.failed_predictions = Counter(
             "amnl_prediction_failures", "Forward passes or prediction writes that failed (their "
             "readings are caught up from the database).", registry=r)
+        self.windows_failed = Counter(
+            "amnl_prediction_windows_failed", "Windows whose forward pass failed alone (a failed "
+            "pass is bisected): set_aside (tried again after a doubling pause) or given_up "
+            "(left unpredicted until a restart, logged).", ["result"], registry=r)
+        self.windows_set_aside = Gauge("amnl_prediction_windows_set_aside",
+                                       "Windows set aside or given up now.", registry=r)
         self.acknowledged = Counter("amnl_readings_acknowledged",
                                     "Readings stored and acknowledged.", registry=r)
         self.rejected = Counter("amnl_readings_rejected", "Readings refused, by reason.",

@@ -197,7 +197,9 @@ class FleetService:
                                       on_error=lambda _e: self.metrics.failed_predictions.inc(),
                                       nice=BATCHER_NICE, on_fault=lambda step, _e:
                                       self.metrics.background_errors.labels("batcher",
-                                                                            step).inc())
+                                                                            step).inc(),
+                                      on_window=lambda kind, _j:
+                                      self.metrics.windows_failed.labels(kind).inc())
         self.metrics.model.info({"model_id": p.model_id, "runtime": p.inference.runtime,
                                  "precision": p.inference.precision,
                                  "max_batch": str(self.max_batch)})
@@ -260,10 +262,21 @@ class FleetService:
     def _catch_up(self, n: int) -> list[Job]:
         """Jobs for stored readings that have no prediction (after a restart or an overflow)."""
         self.writer.wait_idle()
-        pending = self.store.unpredicted(n)
+        skip = self.batcher.skipped()  # queued, or set aside: not twice
+        limit = n + len(skip)
+        pending = self.store.unpredicted(limit)
         by_asset: dict[str, list[int]] = {}
+        taken = 0
         for a, c in pending:
+            entry = self.writer.entries.get(a)
+            if entry is None or (a, entry.incarnation, c) in skip:
+                continue
+            if taken == n:
+                break
             by_asset.setdefault(a, []).append(c)
+            taken += 1
+        if len(pending) >= limit or taken == n:  # there may be more
+            self.batcher.mark_behind()
         jobs = []
         w = self.online.window
         for a, cycles in by_asset.items():
@@ -482,6 +495,7 @@ class FleetService:
     def refresh_gauges(self) -> None:
         """Gauges read at scrape time: queue depth, open alerts, drift, live threads."""
         self.dead_threads()
+        self.metrics.windows_set_aside.set(self.batcher.set_aside)
         self.metrics.queue_depth.set(self.batcher.depth)
         open_alerts = self.store.open_alerts_by_severity()
         for severity in SEVERITIES:
