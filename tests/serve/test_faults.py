@@ -378,3 +378,48 @@ def test_a_window_whose_forward_pass_fails_is_set_aside_and_its_neighbours_predi
     assert "amnl_prediction_windows_set_aside 1.0" in metrics
     assert any("asset e2 cycle 10" in r.getMessage() and "given up" in r.getMessage()
                for r in caplog.records)
+
+
+def queue_depth(metrics: str) -> float:
+    line = next(x for x in metrics.splitlines() if x.startswith("amnl_prediction_queue_depth "))
+    return float(line.split()[1])
+
+
+def test_a_restart_shows_the_readings_waiting_for_a_catch_up(db_url, predictor, engines):
+    """kill -9 with predictions still queued: the newest cycles predicted, older ones not. The
+    backlog is in pending and the queue depth at once, and shrinks as the catch-up runs."""
+    from amnl.serve.app import create_app
+    from amnl.serve.service import FleetService
+
+    from .conftest import LiveServer
+
+    good = predictor()
+    rows = {a: engines[a][:25] for a in ("e1", "e2")}
+    first = FleetService(settings(db_url), good)
+    first.start()
+    for a, r in rows.items():
+        assert first.writer.ingest(parts(a, r)).result(ANSWER_WITHIN)
+    assert first.wait_predicted(30)
+    first.stop()
+    engine = sa.create_engine(db_url)  # what a kill -9 under overload leaves
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM predictions WHERE cycle <= 20"))
+    engine.dispose()
+
+    gate = Gate(good.runtime)
+    with LiveServer(create_app(settings(db_url), with_runtime(good, gate))) as server:
+        assert gate.entered.wait(ANSWER_WITHIN)  # the catch-up's forward pass, held
+        with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+            asset = c.get("/v1/assets/e1").json()
+            assert asset["prediction"]["cycle"] == 25 and asset["pending"] == 20
+            assert [a["pending"] for a in c.get("/v1/assets").json()["items"]] == [20, 20]
+            assert queue_depth(c.get("/metrics").text) == 40
+            r = c.post("/v1/assets/e1/readings", json={"readings": [
+                reading(x) for x in engines["e1"][25:28]]})
+            assert r.status_code == 200, r.text
+            assert c.get("/v1/assets/e1").json()["pending"] == 23
+            assert queue_depth(c.get("/metrics").text) == 43
+            gate.go.set()
+            wait_for(lambda: queue_depth(c.get("/metrics").text) == 0, 30)
+            assert [a["pending"] for a in c.get("/v1/assets").json()["items"]] == [0, 0]
+            assert server.service.store.unpredicted(1) == []

@@ -343,13 +343,13 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
         """The fleet, most urgent first (lowest predicted RUL; unpredicted assets last)."""
         total, rows = service.store.fleet(health=health, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset,
-                "items": [asset_out(r) for r in rows]}
+                "items": [asset_out(r) for r in service.with_pending(rows)]}
 
     def found(asset_id: str) -> dict:
         row = service.store.asset(asset_id)
         if row is None:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
-        return row
+        return service.with_pending([row])[0]
 
     @app.get("/v1/assets/{asset_id}", response_model=AssetOut, responses=errors(404),
              tags=["assets"])

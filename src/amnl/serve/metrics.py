@@ -26,7 +26,8 @@ class ServeMetrics:
         self.batches = Counter("amnl_batches", "Forward passes by the reason they were released.",
                                ["reason"], registry=r)
         self.queue_depth = Gauge("amnl_prediction_queue_depth",
-                                 "Acknowledged readings waiting for their prediction.", registry=r)
+                                 "Acknowledged readings waiting for their prediction: queued, "
+                                 "or in the database for a catch-up.", registry=r)
         self.predictions = Counter("amnl_predictions", "Predictions stored.", registry=r)
         self.failed_predictions = Counter(
             "amnl_prediction_failures", "Forward passes or prediction writes that failed (their "

@@ -190,6 +190,7 @@ class FleetService:
                              failed={a.asset_id: a.failure_cycle for a in stored
                                      if a.failure_cycle is not None},
                              on_events=self.webhooks.wake if self.webhooks else lambda: None,
+                             unpredicted=self.store.unpredicted_by_asset(),
                              checks=self.checks)
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,
@@ -249,7 +250,7 @@ class FleetService:
             self.batcher.mark_behind()
         elif jobs:
             self.batcher.submit(jobs)
-        self.metrics.queue_depth.set(self.batcher.depth)
+        self.metrics.queue_depth.set(self.writer.backlog)
         self.metrics.assets.set(len(self.writer.entries))
 
     def _predicted(self, batch: Batch) -> None:
@@ -257,7 +258,6 @@ class FleetService:
         self.metrics.batch_seconds.observe(batch.seconds)
         self.metrics.batches.labels(batch.reason).inc()
         self.writer.add_batch(batch)
-        self.metrics.queue_depth.set(self.batcher.depth)
 
     def _catch_up(self, n: int) -> list[Job]:
         """Jobs for stored readings that have no prediction (after a restart or an overflow)."""
@@ -406,6 +406,17 @@ class FleetService:
     def known(self, asset_id: str) -> bool:
         return asset_id in self.writer.entries
 
+    def pending(self, asset_id: str) -> int:
+        """The asset's stored readings still waiting for their prediction (queued, or in the
+        database for a catch-up after a restart or an overflow)."""
+        return self.writer.unpredicted.get(asset_id, 0)
+
+    def with_pending(self, rows: list[dict]) -> list[dict]:
+        """Asset rows with ``pending`` (:meth:`pending`) set, for :func:`asset_out`."""
+        for r in rows:
+            r["pending"] = self.pending(r["asset_id"])
+        return rows
+
     def last_cycle(self, asset_id: str) -> int | None:
         e = self.writer.entries.get(asset_id)
         return None if e is None else e.state.last_cycle
@@ -496,7 +507,7 @@ class FleetService:
         """Gauges read at scrape time: queue depth, open alerts, drift, live threads."""
         self.dead_threads()
         self.metrics.windows_set_aside.set(self.batcher.set_aside)
-        self.metrics.queue_depth.set(self.batcher.depth)
+        self.metrics.queue_depth.set(self.writer.backlog)
         open_alerts = self.store.open_alerts_by_severity()
         for severity in SEVERITIES:
             self.metrics.alerts_open.labels(severity).set(open_alerts.get(severity, 0))

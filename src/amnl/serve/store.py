@@ -212,6 +212,16 @@ class Store:
         with self.engine.connect() as conn:
             return [(a, int(c)) for a, c in conn.execute(q).all()]
 
+    def unpredicted_by_asset(self) -> dict[str, int]:
+        """How many stored readings of each asset have no prediction (one scan, at start)."""
+        r, p = readings.alias("r"), predictions.alias("p")
+        q = (select(r.c.asset_id, func.count())
+             .select_from(r.outerjoin(p, and_(p.c.asset_id == r.c.asset_id,
+                                               p.c.cycle == r.c.cycle)))
+             .where(p.c.cycle.is_(None)).group_by(r.c.asset_id))
+        with self.engine.connect() as conn:
+            return {a: int(n) for a, n in conn.execute(q).all()}
+
     def feature_rows(self, asset_id: str, lo: int, hi: int) -> tuple[np.ndarray, list[bytes]]:
         """Cycles and model-ready feature rows (float32 bytes) of an asset's cycles lo..hi."""
         with self.engine.connect() as conn:

@@ -108,6 +108,8 @@ class Writer:
         drift: fed with every accepted reading's condition and z-scores.
         failed: assets with a recorded failure cycle.
         on_events: called after a commit that may have stored webhook events.
+        unpredicted: each asset's stored readings without a prediction, at start
+            (:meth:`amnl.serve.store.Store.unpredicted_by_asset`).
         checks: flags each reading and gives each prediction its input warnings
             (:class:`amnl.inference.checks.StreamChecks`; None: no warnings).
     """
@@ -117,6 +119,7 @@ class Writer:
                  metrics, *, alerts: AlertBook, intervals: RulIntervals | None = None,
                  drift: DriftMonitor | None = None, failed: dict[str, int] | None = None,
                  on_events: Callable[[], None] = lambda: None,
+                 unpredicted: dict[str, int] | None = None,
                  checks: StreamChecks | None = None) -> None:
         self.store, self.online, self.model_id = store, online, model_id
         self.checks = checks
@@ -127,6 +130,11 @@ class Writer:
         """Assets with a recorded failure: their failure cycle (no more readings)."""
         self.on_events = on_events
         self._incarnations = len(entries)
+        self.unpredicted = {a: n for a, n in (unpredicted or {}).items() if n}
+        """Stored readings without a prediction, by asset (queued, or left to a catch-up);
+        kept up to date with every commit (assets without any are absent)."""
+        self.backlog = sum(self.unpredicted.values())
+        """Their total: every acknowledged reading still waiting for its prediction."""
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="amnl-writer", daemon=True)
 
@@ -158,6 +166,7 @@ class Writer:
     def delete(self, asset_id: str) -> Future:
         """Forget an asset: its rows, state and alerts; the future gets whether it existed."""
         def gone(_found: bool) -> None:
+            self.backlog -= self.unpredicted.pop(asset_id, 0)
             self.entries.pop(asset_id, None)
             self.alerts.forget(asset_id)
             self.failed.pop(asset_id, None)
@@ -263,6 +272,7 @@ class Writer:
         if self.drift is not None and seen:  # one pass for the whole group
             self._step("drift", self._observe, seen)
         self._step("metrics", self._count_predictions, batches, acked)
+        self._step("backlog", self._count_backlog, reading_rows, batches)
         if not self._step("on_commit", self.on_commit, jobs):
             self._step("on_commit", self.on_commit, None)  # caught up from the database
         if staged.events:
@@ -283,6 +293,24 @@ class Writer:
         self.metrics.unknown_conditions.inc(self.drift.observe(
             np.concatenate([s for s, _, _ in seen]), np.concatenate([c for _, c, _ in seen]),
             np.concatenate([z for _, _, z in seen])))
+
+    def _count_backlog(self, reading_rows: list[tuple], batches: list[Batch]) -> None:
+        """Readings in, predictions out (those :meth:`_prediction_rows` stored)."""
+        counts = self.unpredicted
+        for r in reading_rows:  # (asset_id, cycle, ...)
+            counts[r[0]] = counts.get(r[0], 0) + 1
+        self.backlog += len(reading_rows)
+        for b in batches:
+            for j in b.jobs:
+                entry = self.entries.get(j.asset_id)
+                n = counts.get(j.asset_id, 0)
+                if entry is None or entry.incarnation != j.incarnation or not n:
+                    continue
+                self.backlog -= 1
+                if n == 1:
+                    del counts[j.asset_id]
+                else:
+                    counts[j.asset_id] = n - 1
 
     def _count_predictions(self, batches: list[Batch], t: float) -> None:
         for b in batches:
