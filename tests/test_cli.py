@@ -279,6 +279,12 @@ def test_export_names_its_file_by_precision(trained, tmp_path):
                               "--runtime", "onnx", "--precision", "int8"])
     assert res.exit_code == 0, res.output
     assert len(json.loads(res.stdout)) == 5
+    # the folder holds the int8 export only: asking it for fp32 says so and what to do
+    res = runner.invoke(app, ["predict", "--input", history, "--run", str(tmp_path / "exp"),
+                              "--runtime", "onnx"])
+    assert res.exit_code == 2
+    assert "holds the int8 export (model_int8.onnx) but no model.onnx: pass --precision int8" \
+        in res.stderr
 
     custom = tmp_path / "other" / "engine.onnx"
     assert runner.invoke(app, [*base, "--int8", "--out", str(custom)]).exit_code == 0

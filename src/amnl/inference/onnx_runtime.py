@@ -228,6 +228,13 @@ def load_exported(path: str | os.PathLike, *, precision: str = "fp32", threads: 
         >>> rul, probs = rt(pre.windows(read_histories("engines.csv"), last_only=True).arrays())
     """
     path = export_file(path, precision)
+    have = [p for p, name in ONNX_FILES.items() if (path.parent / name).is_file()]
+    if not path.is_file() and path.name in ONNX_FILES.values() and have:  # the other only
+        flag = " --int8" if precision == "int8" else ""
+        raise ModelError(f"{path.parent} holds the {' and '.join(have)} export "
+                         f"({', '.join(ONNX_FILES[p] for p in have)}) but no {path.name}: pass "
+                         f"--precision {have[0]}, or export the {precision} model into it "
+                         f"(amnl export{flag} --out {path.parent})")
     missing = [p.name for p in (path, *(path.parent / f for f in PREPROCESS_FILES)) if not p.is_file()]
     if missing:
         raise ModelError(f"{path.parent}: not an ONNX export, missing {', '.join(missing)}")
