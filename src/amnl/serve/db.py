@@ -100,6 +100,11 @@ def _prediction_columns(nullable: bool) -> list[Column]:
             Column("predicted_at", Float, nullable=nullable)]
 
 
+#: The order of the dashboard's fleet, as SQL: live assets before failed ones, predicted before
+#: unpredicted, by RUL lower bound (RUL without one), then id.
+_RANK_SQL = ("(failure_cycle IS NOT NULL)", "(rul IS NULL)", "coalesce(rul_lower, rul)",
+             "asset_id")
+
 # Columns a later version added come last, as ALTER TABLE ... ADD COLUMN put them.
 assets = Table("assets", metadata,
                Column("asset_id", String(ASSET_ID_LENGTH), primary_key=True),
@@ -115,7 +120,11 @@ assets = Table("assets", metadata,
                Column("rul_upper", Float, nullable=True),
                Column("failure_cycle", Integer, nullable=True),
                Column("alert_state", Text, nullable=True),
-               Column("warnings", Text, nullable=True))  # version 3
+               Column("warnings", Text, nullable=True),  # version 3
+               # version 3: the dashboard's ranking (amnl.serve.store.FLEET_RANK), whole and
+               # by health, so a page of it reads its rows, not the table
+               Index("assets_by_rank", *(text(e) for e in _RANK_SQL)),
+               Index("assets_by_health_rank", "health", *(text(e) for e in _RANK_SQL)))
 
 readings = Table("readings", metadata,
                  Column("asset_id", String(ASSET_ID_LENGTH), primary_key=True),
@@ -293,7 +302,11 @@ CREATE TABLE webhook_attempts (
     3: """
 ALTER TABLE predictions ADD COLUMN warnings TEXT;
 ALTER TABLE assets ADD COLUMN warnings TEXT;
-ALTER TABLE alerts ADD COLUMN warnings TEXT
+ALTER TABLE alerts ADD COLUMN warnings TEXT;
+CREATE INDEX assets_by_rank ON assets ((failure_cycle IS NOT NULL), (rul IS NULL),
+    coalesce(rul_lower, rul), asset_id);
+CREATE INDEX assets_by_health_rank ON assets (health, (failure_cycle IS NOT NULL),
+    (rul IS NULL), coalesce(rul_lower, rul), asset_id)
 """,
 }
 

@@ -528,3 +528,61 @@ class FleetService:
                 return True
             time.sleep(0.01)
         return False
+
+    # -- what the dashboard reads (amnl.serve.dashboard) -------------------------------------
+    @property
+    def writes_need_token(self) -> bool:
+        """Whether writes (the dashboard's acknowledgements too) need the bearer token."""
+        return self.settings.api_token is not None
+
+    def fleet(self, **query) -> tuple[int | None, list[dict]]:
+        """A page of the fleet (:meth:`amnl.serve.store.Store.fleet`'s arguments)."""
+        total, rows = self.store.fleet(**query)
+        return total, self.with_pending(rows)
+
+    def fleet_chunks(self, **query):
+        """The fleet in chunks (:meth:`amnl.serve.store.Store.fleet_chunks`)."""
+        chunks = self.store.fleet_chunks(**query)
+        try:
+            for rows in chunks:
+                yield self.with_pending(rows)
+        finally:  # closed early: so is the query
+            chunks.close()
+
+    def fleet_counts(self) -> dict[str, int]:
+        """Assets by health state, ``failed`` and ``pending`` included."""
+        return self.store.fleet_counts()
+
+    def open_alerts(self) -> dict[str, int]:
+        """Open alerts by severity."""
+        return self.store.open_alerts_by_severity()
+
+    def asset(self, asset_id: str) -> dict | None:
+        """An asset's row (its latest prediction included), or None."""
+        row = self.store.asset(asset_id)
+        return None if row is None else self.with_pending([row])[0]
+
+    def predictions(self, asset_id: str, **query) -> list[dict]:
+        """An asset's stored predictions, oldest first."""
+        return self.store.predictions(asset_id, **query)
+
+    def latest_readings(self, asset_id: str, n: int) -> list[dict]:
+        """An asset's last ``n`` readings as received, newest first."""
+        return self.store.latest_readings(asset_id, n)
+
+    def alerts(self, **query) -> tuple[int, list[dict]]:
+        """Alerts, newest first (:meth:`amnl.serve.store.Store.alerts`'s arguments)."""
+        return self.store.alerts(**query)
+
+    def failures(self, asset_ids) -> dict[str, int]:
+        """The recorded failure cycle of each of ``asset_ids`` that has one."""
+        return self.store.failures(asset_ids)
+
+    def drift_report(self) -> dict | None:
+        """What ``GET /v1/drift`` answers, or None when the model has no drift reference."""
+        return None if self.drift is None else self.drift.report()
+
+    @property
+    def drift_features(self) -> list[str]:
+        """The model inputs the drift monitor follows."""
+        return [] if self.drift is None else list(self.drift.ref.features)

@@ -7,11 +7,22 @@ owns them); reads open their own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    true,
+)
 
 from amnl.features.online import READING_COLUMNS
 from amnl.serve.db import PROBABILITY_COLUMNS, alerts, assets, predictions, readings
@@ -232,20 +243,72 @@ class Store:
         return np.array([r[0] for r in rows], np.int64), [bytes(r[1]) for r in rows]
 
     def fleet(self, *, health: str | None, limit: int, offset: int, search: str | None = None,
-              by_lower_bound: bool = False) -> tuple[int, list[dict]]:
-        """Assets sorted by predicted RUL, or by its lower bound (unpredicted last), optionally
-        of one health state and with ``search`` in their id."""
-        where = [] if health is None else [assets.c.health == health]
+              by_lower_bound: bool = False, count: bool = True) -> tuple[int | None, list[dict]]:
+        """Assets sorted by predicted RUL (unpredicted last), optionally of one health state
+        and with ``search`` in their id; the total (None without ``count``) and a page.
+
+        ``by_lower_bound`` gives the dashboard's ranking instead (:data:`FLEET_RANK`, read
+        from its index: a page costs its rows, not the table): live assets by RUL lower bound,
+        failed ones last; there ``health`` may also be ``failed``, and a health state means the
+        live assets in it."""
+        where = self._fleet_where(health, search, by_lower_bound)
+        order = FLEET_RANK if by_lower_bound else [assets.c.rul.is_(None), assets.c.rul,
+                                                   assets.c.asset_id]
+        q = select(*_ASSET_COLUMNS).where(*where).order_by(*order).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            total = (conn.execute(select(func.count()).select_from(assets).where(*where))
+                     .scalar_one() if count else None)
+            return (None if total is None else int(total),
+                    [dict(r._mapping) for r in conn.execute(q)])
+
+    def fleet_chunks(self, *, health: str | None, search: str | None, offset: int,
+                     chunk: int) -> Iterator[list[dict]]:
+        """The dashboard's ranking (as :meth:`fleet` with ``by_lower_bound``) from ``offset`` to
+        the end, ``chunk`` rows at a time, from one query: one consistent snapshot however
+        slowly it is read. Close the generator to end it early."""
+        where = self._fleet_where(health, search, True)
+        q = select(*_ASSET_COLUMNS).where(*where).order_by(*FLEET_RANK).offset(offset)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
+            for part in result.partitions():
+                yield [dict(r._mapping) for r in part]
+
+    @staticmethod
+    def _fleet_where(health: str | None, search: str | None, by_lower_bound: bool) -> list:
+        where = []
+        failed = FLEET_RANK[0]  # as the index has it, so that it is searched, not scanned
+        if health == "failed" and by_lower_bound:
+            where.append(failed == true())
+        elif health is not None:
+            where.append(assets.c.health == health)
+            if by_lower_bound:
+                where.append(failed == false())
         if search:
             where.append(assets.c.asset_id.contains(search, autoescape=True))
-        key = func.coalesce(assets.c.rul_lower, assets.c.rul) if by_lower_bound else assets.c.rul
-        cols = [c for c in assets.c if c.name not in ("state", "alert_state")]
-        q = (select(*cols).where(*where)
-             .order_by(assets.c.rul.is_(None), key, assets.c.asset_id)
-             .limit(limit).offset(offset))
+        return where
+
+    def fleet_counts(self) -> dict[str, int]:
+        """Assets by health state of their latest prediction (``pending`` before the first),
+        failed ones (a recorded failure) counted as ``failed`` whatever their last health."""
+        failed = assets.c.failure_cycle.is_not(None)
         with self.engine.connect() as conn:
-            total = conn.execute(select(func.count()).select_from(assets).where(*where)).scalar_one()
-            return int(total), [dict(r._mapping) for r in conn.execute(q)]
+            rows = conn.execute(select(assets.c.health, failed, func.count())
+                                .group_by(assets.c.health, failed)).all()
+        out: dict[str, int] = {}
+        for health, is_failed, n in rows:
+            key = "failed" if is_failed else (health or "pending")
+            out[key] = out.get(key, 0) + int(n)
+        return out
+
+    def failures(self, asset_ids: Iterable[str]) -> dict[str, int]:
+        """The recorded failure cycle of those of ``asset_ids`` that have one."""
+        ids = sorted(set(asset_ids))
+        if not ids:
+            return {}
+        with self.engine.connect() as conn:
+            return {a: int(c) for a, c in conn.execute(
+                select(assets.c.asset_id, assets.c.failure_cycle)
+                .where(assets.c.asset_id.in_(ids), assets.c.failure_cycle.is_not(None)))}
 
     def latest_readings(self, asset_id: str, n: int) -> list[dict]:
         """The asset's last ``n`` readings as received (newest first)."""
@@ -256,9 +319,9 @@ class Store:
                 .order_by(readings.c.cycle.desc()).limit(n)).mappings()]
 
     def asset(self, asset_id: str) -> dict | None:
-        cols = [c for c in assets.c if c.name not in ("state", "alert_state")]
         with self.engine.connect() as conn:
-            row = conn.execute(select(*cols).where(assets.c.asset_id == asset_id)).first()
+            row = conn.execute(select(*_ASSET_COLUMNS)
+                               .where(assets.c.asset_id == asset_id)).first()
         return None if row is None else dict(row._mapping)
 
     def predictions(self, asset_id: str, *, from_cycle: int | None = None,
@@ -282,6 +345,15 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(select(1)).scalar_one()
 
+
+#: What the reads of an asset return: every column but the snapshots.
+_ASSET_COLUMNS = [c for c in assets.c if c.name not in ("state", "alert_state")]
+#: The dashboard's ranking of the fleet: live assets before failed ones, predicted before
+#: unpredicted, by RUL lower bound (RUL where there is none), then id; the expressions of the
+#: indexes ``assets_by_rank`` and ``assets_by_health_rank`` (:mod:`amnl.serve.db`), which
+#: the database uses only for the same expressions.
+FLEET_RANK = [assets.c.failure_cycle.is_not(None), assets.c.rul.is_(None),
+              func.coalesce(assets.c.rul_lower, assets.c.rul), assets.c.asset_id]
 
 #: Column order of :func:`reading_row`'s tuples.
 READING_ROW = ["asset_id", "cycle", *READING_COLUMNS, "features", "received_at"]
