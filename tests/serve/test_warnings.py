@@ -134,6 +134,9 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
         stateless = {p["asset_id"]: p["warnings"]
                      for p in c.post("/v1/predict", json=body).json()["predictions"]}
         assert stateless["clean"] == []
+        assert stateless["celsius"][0].startswith(BEYOND)
+        assert stateless["typo"] == [f"{BEYOND} in 1 of {len(engine31)} cycles (s_2)"]
+        assert stateless["late"][0].startswith(MID_LIFE.format(5000))
         assert stateless["mid"][0].startswith(MID_LIFE.format(first))
         assert stateless["short"][0].startswith(SHORT.format(3))
 
