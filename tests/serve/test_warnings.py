@@ -130,7 +130,10 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
         # the stateless route gives the same history warnings
         body = {"assets": [{"asset_id": a, "readings": [reading(x) for x in rows]}
                            for a, rows in (("clean", engine31), ("mid", engine31[-40:]),
-                                           ("short", engine31[:3]))]}
+                                           ("short", engine31[:3]),
+                                           ("celsius", celsius_kpa(engine31)),
+                                           ("typo", typo(engine31)),
+                                           ("late", from_cycle(engine31, 5000)))]}
         stateless = {p["asset_id"]: p["warnings"]
                      for p in c.post("/v1/predict", json=body).json()["predictions"]}
         assert stateless["clean"] == []
