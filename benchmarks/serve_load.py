@@ -75,10 +75,10 @@ class Server:
     """``amnl serve`` in a subprocess on a fresh SQLite database."""
 
     def __init__(self, model: Path, precision: str, batching: bool, folder: Path,
-                 extra: list[str] = ()) -> None:
+                 extra: list[str] = (), db: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.db = folder / f"serve-{'on' if batching else 'off'}-{self.port}.db"
+        self.db = db or folder / f"serve-{'on' if batching else 'off'}-{self.port}.db"
         cmd = [*AMNL, "serve", "--model", str(model), "--runtime", "onnx", "--precision",
                precision, "--db", str(self.db), "--port", str(self.port), "--log-level",
                "warning", *([] if batching else ["--no-batching"]), *extra]
