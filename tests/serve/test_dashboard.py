@@ -9,6 +9,7 @@ alerts with a failed asset and an input warning, an asset with its failure known
 from __future__ import annotations
 
 import asyncio
+import html
 import os
 import re
 import shutil
@@ -323,3 +324,30 @@ def test_the_render_thread_works_at_most_its_share_of_the_time():
     # work <= burst + share * elapsed + one job (the last may overdraw); 20 jobs at once
     # would take 0.4 s without the pacing
     assert elapsed >= (busy - 0.05 - 0.025) / 0.5
+
+
+@pytest.mark.needs_data
+def test_readings_in_the_wrong_units_get_the_badge_on_every_page(live_server, tmp_path,
+                                                                  cmapss_dir):
+    """End to end: the service's own warnings (Celsius and kPa readings), not stored ones."""
+    from .test_warnings import celsius_kpa, post
+
+    engines = closest_to_failure(load_subset(cmapss_dir, "FD001", train=False), 2)
+    (bad, bad_rows), (good, good_rows) = engines.items()
+    server = live_server(ServeSettings(inference=InferenceConfig(runtime="onnx"),
+                                       db=str(tmp_path / "a.db")))
+    with httpx.Client(base_url=server.url) as c:
+        post(c, bad, celsius_kpa(bad_rows))
+        post(c, good, good_rows)
+        assert server.service.wait_predicted()
+        said = c.get(f"/v1/assets/{bad}").json()["prediction"]["warnings"]
+        assert said
+        pages = [c.get(p).text for p in ("/", f"/ui/assets/{bad}", "/ui/alerts?state=")]
+    badge = re.compile(r'<a href="/ui/assets/([^"]+)">[^<]*</a>( <span class="chip[^>]*>[^<]*'
+                       r'</span>)? <span class="badge" title="([^"]*)">input warning')
+    fleet = {m.group(1): m.group(3) for m in badge.finditer(pages[0])}
+    assert list(fleet) == [bad] and html.unescape(fleet[bad]).split("\n") == said
+    listed = re.search(r'id="warnings">(.*?)</ul>', pages[1], re.S).group(1)
+    assert re.findall(r"<li>(.*?)</li>", html.unescape(listed)) == said  # in full on its page
+    alerts = [m.group(1) for m in badge.finditer(pages[2])]
+    assert alerts and set(alerts) == {bad}
