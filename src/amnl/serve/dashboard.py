@@ -6,11 +6,11 @@ drift and accuracy panels, CSV), an asset (RUL trend with its interval band, hea
 probabilities, the latest readings the model reads, its alerts, CSV), the alerts (acknowledge
 with a note), the drift per operating condition and input.
 
-Readers never slow ingestion much (``docs/serving.md``, "The dashboard under load"): every
-page is read and rendered on one thread of its own (:class:`RenderThread`), off the event loop
-that takes the readings, and that thread works at most :data:`RENDER_SHARE` of the time (after
-a burst of :data:`RENDER_BURST`), so however many readers there are, the dashboard takes at
-most about that share of one core. A page of the fleet reads its rows from an index; the
+Readers are kept from starving ingestion (``docs/serving.md``: "The dashboard", and the figures
+under "Dashboard readers and ingestion"): every page is read and rendered on one thread of its
+own (:class:`RenderThread`), off the event loop that takes the readings, and that thread works
+at most :data:`RENDER_SHARE` of the time (after a burst of :data:`RENDER_BURST`), so however
+many readers there are, the dashboard takes at most about that share of one core. A page of the fleet reads its rows from an index; the
 fleet's counts, open alerts, accuracy and drift (a pass over the stored predictions) are
 recomputed at most every :data:`SUMMARY_SECONDS`.
 """
