@@ -217,3 +217,15 @@ def test_caught_up_and_restarted_predictions_carry_the_same_warnings(predictor, 
         finally:
             server.__exit__()
     assert got == expected
+
+
+@pytest.mark.needs_data
+def test_the_dashboard_labels_the_interval_nominal(live_server, tmp_path, engine31):
+    """The band's 80 % is the calibration's nominal level, not a measured coverage (#26 item 7)."""
+    server = live_server(settings(f"sqlite:///{tmp_path / 'ui.db'}"))
+    with httpx.Client(base_url=server.url) as c:
+        post(c, "e31", engine31[:40])
+        assert server.service.wait_predicted()
+        page = c.get("/ui/assets/e31").text
+    assert page.count("interval (nominal 80 %)") == 2  # the latest prediction and the legend
+    assert "80 % interval" not in page
