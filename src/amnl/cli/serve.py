@@ -71,6 +71,10 @@ def serve(
     max_backlog: Annotated[int, typer.Option(
         help="Windows queued in memory at most; beyond, predictions are caught up from the "
              "database.")] = _default("max_backlog"),
+    max_assets_in_memory: Annotated[int, typer.Option(
+        help="Asset states held in memory at most (about 7.5 kB each); the least recently "
+             "used others are loaded from the database when they next send a reading.")
+    ] = _default("max_assets_in_memory"),
     durability: Annotated[str, typer.Option(
         help="SQLite: process (an acknowledged write survives a killed process) or power "
              "(also a power loss: an fsync per commit).")] = _default("durability"),
@@ -125,7 +129,7 @@ def serve(
     settings = run(ServeSettings, model=model, inference=inference, db=db, host=host,
                    port=port, api_token=api_token, max_batch=max_batch,
                    max_wait_ms=max_wait_ms, batching=batching, max_backlog=max_backlog,
-                   durability=durability, max_body_bytes=max_body_bytes,
+                   max_assets_in_memory=max_assets_in_memory, durability=durability, max_body_bytes=max_body_bytes,
                    alert_rules=str(alert_rules) if alert_rules else None,
                    webhooks=list(webhook or []), webhook_secret=webhook_secret, demo=demo,
                    demo_speed=demo_speed, allowed_hosts=list(allowed_host or []),

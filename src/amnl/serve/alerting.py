@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import case, select, update
 
 from amnl.serve.alerts import OPEN_STATES, AlertRule, AssetAlerts, Transition, evaluate
-from amnl.serve.db import alert_events, alerts, webhook_deliveries
+from amnl.serve.db import alert_events, alerts, assets, webhook_deliveries
 from amnl.serve.errors import ApiError
 
 
@@ -59,6 +59,10 @@ class AlertBook:
         states, buffers, events, updates = {}, {}, 0, []
         for a, new in by_asset.items():
             have = self.states.get(a)
+            if have is None:  # not in memory (evicted with its entry): as stored
+                stored = conn.execute(select(assets.c.alert_state)
+                                      .where(assets.c.asset_id == a)).scalar()
+                have = AssetAlerts.from_json(stored) if stored else None
             state = have.copy() if have is not None else AssetAlerts(first_cycles[a] - 1)
             # a repeated prediction (at or below the evaluated cycle) is not kept
             buf = {c: r for c, r in {**self.buffers.get(a, {}), **new}.items()
@@ -80,6 +84,11 @@ class AlertBook:
                 self.buffers[a] = buf
             else:
                 self.buffers.pop(a, None)
+
+    def evict(self, asset_id: str) -> None:
+        """Drop an asset's state from memory (its row keeps it); not while it has a buffer."""
+        if asset_id not in self.buffers:
+            self.states.pop(asset_id, None)
 
     def forget(self, asset_id: str) -> None:
         self.states.pop(asset_id, None)

@@ -54,7 +54,7 @@ from amnl.serve.metrics import ServeMetrics
 from amnl.serve.settings import DURABILITY, MAX_CYCLE, MAX_FAILURE_GAP, ServeSettings
 from amnl.serve.store import Store, windows_from_rows
 from amnl.serve.webhooks import WebhookSender
-from amnl.serve.writer import AssetReadings, Entry, Writer
+from amnl.serve.writer import AssetReadings, Entries, Entry, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -168,16 +168,24 @@ class FleetService:
             raise ConfigError(f"database {redact(s.url)}: {exc}") from None
         self.store = Store(self.engine)
         stored = self.store.load_assets()
-        entries = {a.asset_id: Entry(AssetState.from_bytes(a.state), a.first_cycle, i + 1)
-                   for i, a in enumerate(stored)}
+        unpredicted = self.store.unpredicted_by_asset()
+        # in memory: the assets with readings waiting for a prediction, then others up to the
+        # bound; the rest are loaded from their row when used (Entries)
+        order = sorted(range(len(stored)), key=lambda i: stored[i].asset_id not in unpredicted)
+        keep = [i for k, i in enumerate(order)
+                if k < s.max_assets_in_memory or stored[i].asset_id in unpredicted]
+        entries = Entries({stored[i].asset_id: Entry(AssetState.from_bytes(stored[i].state),
+                                                     stored[i].first_cycle, i + 1)
+                           for i in keep}, len(stored), lambda a: self.writer._load_entry(a),
+                          s.max_assets_in_memory)
         self.metrics.assets.set(len(entries))
         self.max_batch = 1 if not s.batching else (s.max_batch or runtime_batch(p))
         self.rules = load_rules(s.alert_rules)
         book = AlertBook(self.store, self.rules, s.webhooks, p.model_id,
-                         {a.asset_id: AssetAlerts.from_json(a.alert_state) for a in stored
-                          if a.alert_state})
+                         {stored[i].asset_id: AssetAlerts.from_json(stored[i].alert_state)
+                          for i in keep if stored[i].alert_state})
         # predictions stored but not yet evaluated for alerts (they waited for an earlier one)
-        evaluated = {a.asset_id: book.states[a.asset_id].cycle if a.asset_id in book.states
+        evaluated = {a.asset_id: AssetAlerts.from_json(a.alert_state).cycle if a.alert_state
                      else a.first_cycle - 1 for a in stored}
         for a, rows in self.store.predictions_after(evaluated).items():
             book.buffers[a] = {int(r["cycle"]): r for r in rows}
@@ -190,7 +198,7 @@ class FleetService:
                              failed={a.asset_id: a.failure_cycle for a in stored
                                      if a.failure_cycle is not None},
                              on_events=self.webhooks.wake if self.webhooks else lambda: None,
-                             unpredicted=self.store.unpredicted_by_asset(),
+                             unpredicted=unpredicted,
                              checks=self.checks)
         self.batcher = DynamicBatcher(p.runtime, self._predicted, max_batch=self.max_batch,
                                       max_wait_ms=s.max_wait_ms if s.batching else 0.0,

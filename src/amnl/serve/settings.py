@@ -21,6 +21,9 @@ DEFAULT_MAX_WAIT_MS = 5.0
 #: beyond it predictions wait in the database (every reading is stored with its model inputs)
 #: and are caught up from there.
 DEFAULT_MAX_BACKLOG = 1024
+#: Assets whose state the service holds in memory at most (see docs/serving.md, "Memory": about
+#: 7.5 kB each); the others are loaded from their database row when they next send a reading.
+DEFAULT_MAX_ASSETS_IN_MEMORY = 100_000
 #: SQLite ``synchronous`` per durability level (WAL mode): ``process`` survives a killed
 #: process (the default), ``power`` also a power loss (an fsync per commit).
 DURABILITY = {"process": "NORMAL", "power": "FULL"}
@@ -84,6 +87,8 @@ class ServeSettings:
             is there at once.
         batching: False predicts every reading alone (for comparison).
         max_backlog: windows queued in memory at most (see :data:`DEFAULT_MAX_BACKLOG`).
+        max_assets_in_memory: asset states held in memory at most, least recently used out
+            (see :data:`DEFAULT_MAX_ASSETS_IN_MEMORY`).
         durability: ``process`` or ``power`` (SQLite; PostgreSQL's commits are durable).
         max_body_bytes: larger requests get a 413.
         alert_rules: a JSON file of alert rules (default: :data:`amnl.serve.alerts.DEFAULT_RULES`).
@@ -112,6 +117,7 @@ class ServeSettings:
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS
     batching: bool = True
     max_backlog: int = DEFAULT_MAX_BACKLOG
+    max_assets_in_memory: int = DEFAULT_MAX_ASSETS_IN_MEMORY
     durability: str = "process"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     alert_rules: str | None = None
@@ -143,7 +149,7 @@ class ServeSettings:
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, got "
                               f"{self.durability!r}")
-        for name in ("max_backlog", "max_body_bytes", "keep_alive_s", "limit_concurrency",
+        for name in ("max_backlog", "max_assets_in_memory", "max_body_bytes", "keep_alive_s", "limit_concurrency",
                      "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -145,6 +145,17 @@ class Store:
         return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
                             None if r[6] is None else int(r[6])) for r in rows]
 
+    def load_asset(self, asset_id: str) -> StoredAsset | None:
+        """One asset's snapshot (an asset the service does not hold in memory)."""
+        with self.engine.connect() as conn:
+            r = conn.execute(select(assets.c.asset_id, assets.c.first_cycle,
+                                    assets.c.last_cycle, assets.c.n_readings, assets.c.state,
+                                    assets.c.alert_state, assets.c.failure_cycle)
+                             .where(assets.c.asset_id == asset_id)).first()
+        return None if r is None else StoredAsset(
+            r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
+            None if r[6] is None else int(r[6]))
+
     def predictions_after(self, asset_cycles: dict[str, int]) -> dict[str, list[dict]]:
         """Each asset's stored predictions after a cycle (alert evaluation resumes there)."""
         out: dict[str, list[dict]] = {}

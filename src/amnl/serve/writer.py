@@ -15,10 +15,12 @@ failed on that request (logged with its traceback; the rest of its group is stil
 from __future__ import annotations
 
 import json
+import itertools
 import logging
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -65,6 +67,94 @@ class Entry:
     incarnation: int
 
 
+class Entries:
+    """The assets' committed states in memory, at most ``capacity`` of them (least recently
+    used first out); an asset that is not in memory is loaded from its database row (the
+    assets table holds every asset's state snapshot) when it is next used.
+
+    Only the writer thread puts loaded entries in memory (it is the only one that commits,
+    so what it loads is the latest state); another thread gets a copy it cannot keep. Assets
+    that ``pinned`` names (readings waiting for a prediction, whose jobs carry the entry's
+    incarnation) are never evicted.
+
+    Args:
+        entries: the assets loaded at start.
+        total: how many assets the database holds (``len`` is this count, kept up to date).
+        load: ``asset_id`` -> :class:`Entry` or None, from the database.
+        capacity: entries in memory at most (None: no bound).
+        pinned: whether an asset must stay in memory.
+        on_evict: called with each evicted asset id.
+    """
+
+    def __init__(self, entries: dict[str, Entry], total: int,
+                 load: Callable[[str], Entry | None], capacity: int | None = None,
+                 pinned: Callable[[str], bool] = lambda _a: False,
+                 on_evict: Callable[[str], None] = lambda _a: None) -> None:
+        self._d: OrderedDict[str, Entry] = OrderedDict(entries)
+        self.total, self._load, self.capacity = total, load, capacity
+        self.pinned, self.on_evict = pinned, on_evict
+        self.owner: threading.Thread | None = None
+        """The thread that may keep what it loads (the writer's)."""
+        self._lock = threading.Lock()
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._d)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __contains__(self, asset_id: str) -> bool:
+        return self.get(asset_id) is not None
+
+    def __getitem__(self, asset_id: str) -> Entry:
+        entry = self.get(asset_id)
+        if entry is None:
+            raise KeyError(asset_id)
+        return entry
+
+    def get(self, asset_id: str, default=None) -> Entry | None:
+        with self._lock:
+            entry = self._d.get(asset_id)
+            if entry is not None:
+                self._d.move_to_end(asset_id)
+                return entry
+        entry = self._load(asset_id)
+        if entry is None:
+            return default
+        if threading.current_thread() is self.owner:
+            self.update({asset_id: entry})
+        return entry
+
+    def update(self, changed: dict[str, Entry]) -> None:
+        with self._lock:
+            for a, e in changed.items():
+                self._d[a] = e
+                self._d.move_to_end(a)
+        self.evict()
+
+    def pop(self, asset_id: str, default=None) -> Entry | None:
+        with self._lock:
+            return self._d.pop(asset_id, default)
+
+    def evict(self) -> None:
+        """Down to ``capacity``, least recently used first (pinned ones stay)."""
+        if self.capacity is None:
+            return
+        out = []
+        with self._lock:
+            extra = len(self._d) - self.capacity
+            for a in list(itertools.islice(self._d, max(extra, 0) * 2 + 16)):
+                if extra <= 0:
+                    break
+                if not self.pinned(a):
+                    del self._d[a]
+                    out.append(a)
+                    extra -= 1
+        for a in out:
+            self.on_evict(a)
+
+
 @dataclass
 class Ingest:
     parts: list[AssetReadings]
@@ -99,7 +189,9 @@ class Writer:
         store: the database.
         online: the model's streaming preprocessing.
         model_id: stored with every prediction.
-        entries: the assets loaded at start (:meth:`amnl.serve.store.Store.load_assets`).
+        entries: the assets loaded at start (:meth:`amnl.serve.store.Store.load_assets`), as
+            :class:`Entries` (a bound on memory; the others are loaded when used) or a dict
+            (all of them, no bound).
         on_commit: called after each commit with the prediction jobs of the new readings, and
             with None after a failed one (its predictions are then caught up).
         metrics: :class:`amnl.serve.metrics.ServeMetrics`.
@@ -115,7 +207,8 @@ class Writer:
     """
 
     def __init__(self, store: Store, online: OnlineFeatures, model_id: str,
-                 entries: dict[str, Entry], on_commit: Callable[[list[Job]], None],
+                 entries: Entries | dict[str, Entry],
+                 on_commit: Callable[[list[Job]], None],
                  metrics, *, alerts: AlertBook, intervals: RulIntervals | None = None,
                  drift: DriftMonitor | None = None, failed: dict[str, int] | None = None,
                  on_events: Callable[[], None] = lambda: None,
@@ -123,7 +216,10 @@ class Writer:
                  checks: StreamChecks | None = None) -> None:
         self.store, self.online, self.model_id = store, online, model_id
         self.checks = checks
+        if not isinstance(entries, Entries):
+            entries = Entries(entries, len(entries), self._load_entry)
         self.entries = entries
+        self._loaded = itertools.count(-1, -1)  # incarnations of reloaded entries
         self.on_commit, self.metrics = on_commit, metrics
         self.alerts, self.intervals, self.drift = alerts, intervals, drift
         self.failed = dict(failed or {})
@@ -137,9 +233,19 @@ class Writer:
         """Their total: every acknowledged reading still waiting for its prediction."""
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="amnl-writer", daemon=True)
+        entries.owner = self._thread
+        entries.pinned = self.unpredicted.__contains__  # jobs hold their incarnation
+        entries.on_evict = self.alerts.evict
 
     def start(self) -> None:
         self._thread.start()
+
+    def _load_entry(self, asset_id: str) -> Entry | None:
+        """An asset's committed state from its database row (an entry not in memory)."""
+        row = self.store.load_asset(asset_id)
+        if row is None:
+            return None
+        return Entry(AssetState.from_bytes(row.state), row.first_cycle, next(self._loaded))
 
     @property
     def alive(self) -> bool:
@@ -165,7 +271,8 @@ class Writer:
 
     def delete(self, asset_id: str) -> Future:
         """Forget an asset: its rows, state and alerts; the future gets whether it existed."""
-        def gone(_found: bool) -> None:
+        def gone(found: bool) -> None:
+            self.entries.total -= int(found)
             self.backlog -= self.unpredicted.pop(asset_id, 0)
             self.entries.pop(asset_id, None)
             self.alerts.forget(asset_id)
@@ -259,6 +366,8 @@ class Writer:
                 self.metrics.failed_predictions.inc(len(batches))
             self.on_commit(None)  # let the batcher know it is behind
             return
+        self.entries.total += len(new_assets)
+        self._count_readings(reading_rows)  # first: an asset with readings waiting stays
         self.entries.update(changed)
         self.metrics.commit_seconds.observe(time.perf_counter() - t0)
         acked = time.monotonic()
@@ -272,7 +381,9 @@ class Writer:
         if self.drift is not None and seen:  # one pass for the whole group
             self._step("drift", self._observe, seen)
         self._step("metrics", self._count_predictions, batches, acked)
-        self._step("backlog", self._count_backlog, reading_rows, batches)
+        self._step("backlog", self._count_predicted, batches)
+        if batches:  # assets whose readings are all predicted may leave memory now
+            self._step("evict", self.entries.evict)
         if not self._step("on_commit", self.on_commit, jobs):
             self._step("on_commit", self.on_commit, None)  # caught up from the database
         if staged.events:
@@ -294,12 +405,16 @@ class Writer:
             np.concatenate([s for s, _, _ in seen]), np.concatenate([c for _, c, _ in seen]),
             np.concatenate([z for _, _, z in seen])))
 
-    def _count_backlog(self, reading_rows: list[tuple], batches: list[Batch]) -> None:
-        """Readings in, predictions out (those :meth:`_prediction_rows` stored)."""
+    def _count_readings(self, reading_rows: list[tuple]) -> None:
+        """Readings in: waiting for their prediction."""
         counts = self.unpredicted
         for r in reading_rows:  # (asset_id, cycle, ...)
             counts[r[0]] = counts.get(r[0], 0) + 1
         self.backlog += len(reading_rows)
+
+    def _count_predicted(self, batches: list[Batch]) -> None:
+        """Predictions out (those :meth:`_prediction_rows` stored)."""
+        counts = self.unpredicted
         for b in batches:
             for j in b.jobs:
                 entry = self.entries.get(j.asset_id)
