@@ -62,3 +62,58 @@ def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path,
     np.testing.assert_allclose(got["rul"], want["rul"], atol=1e-3)
     np.testing.assert_allclose(got["rul_upper"], want["rul_upper"], atol=1e-3)
     assert (got["health"] == want["health"]).all()
+
+
+@pytest.mark.needs_data
+def test_ray_refuses_what_local_refuses_in_one_line(local_ray, exported, cmapss_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from amnl.cli.app import app
+    from .test_score import fleet_parquet
+
+    def repeat(cols, rows_of):
+        r = rows_of(33)[10]
+        cols["cycle"][r] = cols["cycle"][r - 1]
+
+    def huge(cols, rows_of):
+        cols["s_2"][rows_of(34)[20]] = 1e308
+
+    def no_s_4(cols, rows_of):
+        del cols["s_4"]
+
+    model = str(exported("FD001"))
+    for edit, want in [(repeat, "asset 33: cycle 10 repeated"),
+                       (huge, "asset 34 cycle 21: s_2 (1e+308) is not finite once scaled"),
+                       (no_s_4, "missing column(s) s_4")]:
+        src = fleet_parquet(cmapss_dir, tmp_path / f"{edit.__name__}.parquet", edit=edit)
+        out = CliRunner().invoke(app, ["score", "-i", str(src), "-o", str(tmp_path / "out"),
+                                       "--on", "ray", "--actors", "1", "--model", model])
+        assert out.exit_code == 2, out.output
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and want in lines[0] and "unit" not in lines[0], out.stderr
+        assert not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.needs_data
+def test_ray_streams_its_output_into_few_parts(local_ray, exported, cmapss_dir, tmp_path,
+                                               monkeypatch):
+    from .test_score import fleet_parquet
+
+    # write_parquet materialises only its own Write operator (the files' statistics); a
+    # materialize() of the scored dataset would hold the whole output in the object store
+    materialized, materialize = [], ray.data.Dataset.materialize
+
+    def recording(self, *args, **kwargs):
+        materialized.append(type(self._logical_plan.dag).__name__)
+        return materialize(self, *args, **kwargs)
+
+    monkeypatch.setattr(ray.data.Dataset, "materialize", recording)
+    src = fleet_parquet(cmapss_dir, tmp_path / "fleet.parquet", units=range(1, 21))
+    model = exported("FD001")
+    writer = PartitionedWriter(tmp_path / "ray")
+    rows = score_ray(str(model), InferenceConfig(runtime="onnx", threads=1), src, writer, "all",
+                     actors=1)
+    writer.commit({})
+    assert rows == pq.read_table(src).num_rows  # every cycle of 20 engines: 2,435 rows
+    assert materialized == ["Write"]
+    assert writer.parts == 1 == len(list((tmp_path / "ray").glob("*.parquet")))

@@ -130,3 +130,93 @@ def test_parts_written_before_a_failure_are_not_published(tmp_path):
     w.commit({"model_id": "m"})
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [SUCCESS_FILE,
                                                                     "part-00000.parquet"]
+
+
+def fleet_parquet(cmapss_dir, path, units=range(31, 37), edit=None):
+    """Engines ``units`` of test_FD001 as a Parquet file whose assets are named by their
+    number (``"31"``...), so an asset's place in a piece (1, 2, ...) differs from its name;
+    ``edit(cols, rows_of)`` changes the columns first."""
+    test = load_subset(cmapss_dir, "FD001", train=False).test
+    keep = np.isin(test.unit, list(units))
+    cols = {c: test.values[keep, i].copy() for i, c in enumerate(COLUMNS) if c != "unit"}
+    cols["cycle"] = cols["cycle"].astype(np.int64)
+    unit = test.unit[keep]
+    if edit is not None:
+        edit(cols, lambda u: np.flatnonzero(unit == u))
+    pq.write_table(pa.table({"asset": [str(u) for u in unit], **cols}), path)
+    return path
+
+
+def score_fails(*args) -> str:
+    """stderr of a failing ``amnl score``, after checking it is one line, exit 2, no output."""
+    out = runner.invoke(app, ["score", *map(str, args)])
+    assert out.exit_code == 2, out.output
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    return lines[0]
+
+
+@pytest.mark.needs_data
+def test_errors_name_the_asset_not_its_place(cmapss_dir, tmp_path):
+    def repeat(cols, rows_of):  # asset 33's 10th cycle given twice (its 11th missing)
+        r = rows_of(33)[10]
+        cols["cycle"][r] = cols["cycle"][r - 1]
+
+    def huge(cols, rows_of):
+        cols["s_2"][rows_of(34)[20]] = 1e308
+
+    def gap(cols, rows_of):
+        r = rows_of(35)
+        cols["cycle"][r[5]:r[-1] + 1] += 2
+
+    for edit, want in [(repeat, "asset 33: cycle 10 repeated"),
+                       (huge, "asset 34 cycle 21: s_2 (1e+308) is not finite once scaled"),
+                       (gap, "asset 35: cycle 8 follows cycle 5: 2 missing")]:
+        src = fleet_parquet(cmapss_dir, tmp_path / f"{edit.__name__}.parquet", edit=edit)
+        line = score_fails("-i", src, "-o", tmp_path / "out")
+        assert want in line and "unit" not in line, line
+        assert not list(tmp_path.glob("out*"))
+
+
+def test_a_null_reading_is_named(tmp_path):
+    from amnl.score.histories import check_assets
+
+    values = np.zeros((4, len(COLUMNS)))
+    values[:, 0], values[:, 1] = [1, 1, 2, 2], [7, 8, 1, 2]
+    values[3, COLUMNS.index("s_3")] = np.nan
+    with pytest.raises(DataError, match=r"asset b cycle 2: s_3 is missing \(null or NaN\)"):
+        check_assets(values, ["a", "b"], "f", ["s_2", "s_3"])
+    values[3, COLUMNS.index("s_3")] = 0.0
+    check_assets(values, ["a", "b"], "f", ["s_2", "s_3"])  # a history may start at cycle 7
+
+
+def test_a_running_process_keeps_its_partial_folder_a_dead_one_loses_it(tmp_path):
+    import subprocess
+    import sys
+
+    from amnl.score.output import _host
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = tmp_path / f"out.partial-{_host()}-{other.pid}"
+        (theirs / "x").mkdir(parents=True)
+        elsewhere = tmp_path / f"out.partial-otherhost-{other.pid + 1}"
+        elsewhere.mkdir()
+        PartitionedWriter(tmp_path / "out").abort()
+        assert theirs.exists() and elsewhere.exists()  # alive here; another host's
+    finally:
+        other.kill()
+        other.wait()
+    w = PartitionedWriter(tmp_path / "out")
+    assert not theirs.exists() and elsewhere.exists()
+    w.abort()
+
+
+def test_many_pieces_make_few_parts(tmp_path):
+    w = PartitionedWriter(tmp_path / "out")
+    for i in range(50):  # 50 pieces of 1,000 rows: one part (PART_ROWS is 250,000)
+        w.write({"asset": np.array([f"a{i}"] * 1000, dtype=object),
+                 "cycle": np.arange(1, 1001), "rul": np.ones(1000, np.float32)})
+    w.commit({})
+    assert w.parts == 1 and w.rows == 50_000
+    assert pq.read_table(tmp_path / "out").num_rows == 50_000

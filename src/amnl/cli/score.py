@@ -67,7 +67,8 @@ def score(
         if on == "ray":
             from amnl.score.on_ray import score_ray
 
-            score_ray(model, cfg, input, writer, cycles, address=ray_address, actors=actors)
+            score_ray(model, cfg, input, writer, cycles, address=ray_address, actors=actors,
+                      required=required)
             return
         for columns in score_local(predictor, iter_fleet(input, required), cycles):
             writer.write(columns)

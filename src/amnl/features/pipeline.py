@@ -117,7 +117,7 @@ class Preprocessor:
             r, c = (int(i) for i in np.argwhere(bad)[0])
             raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: "
                             f"{self.feature_names[c]} ({raw[r, c]:g}) is not finite once scaled "
-                            "by the training statistics", path=table.path)
+                            "by the training statistics", path=table.path, row=r)
         return cond, scaled
 
     def transform(self, table: EngineTable, scaled: np.ndarray | None = None) -> np.ndarray:
@@ -147,7 +147,7 @@ class Preprocessor:
             r = int(np.flatnonzero(~np.isfinite(out).all(1))[0])
             raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: a smoothed "
                             "feature is not finite (a value too large for the smoothing)",
-                            path=table.path)
+                            path=table.path, row=r)
         return out
 
     def windows(self, table: EngineTable, *, units: np.ndarray | None = None,

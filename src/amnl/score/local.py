@@ -21,21 +21,27 @@ WINDOW_BATCH = 4096
 CYCLES = ("all", "last")
 
 
-def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict[str, np.ndarray]:
+def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict:
     """Predictions of one piece: a column dict (asset, cycle, rul, bounds, health, p_*,
     model_id), one row per scored cycle, in input order.
 
     Args:
         cycles: ``all`` (every cycle, as the service predicts them one by one) or ``last``
             (each asset's last cycle, as ``amnl predict``).
+
+    Raises:
+        DataError: a value that cannot give a prediction, naming the asset and cycle.
     """
     if cycles not in CYCLES:
         raise DataError(f"--cycles must be all or last, got {cycles!r}")
     table, names = piece
     pre = predictor.preprocessor
-    scaled = pre.scale(table)[1]
-    w = pre.windows(table, last_only=cycles == "last", first_end=0 if cycles == "all" else None,
-                    scaled=scaled)
+    try:
+        scaled = pre.scale(table)[1]
+        w = pre.windows(table, last_only=cycles == "last",
+                        first_end=0 if cycles == "all" else None, scaled=scaled)
+    except DataError as exc:
+        raise _naming_the_asset(exc, table, names) from None
     rul = np.empty(len(w), np.float32)
     prob = np.empty((len(w), len(HEALTH_CLASSES)), np.float32)
     for b in range(0, len(w), WINDOW_BATCH):
@@ -57,8 +63,20 @@ def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict[str, np.nd
     return out
 
 
-def score_local(predictor, pieces: Iterator[Piece], cycles: str = "all"
-                ) -> Iterator[dict[str, np.ndarray]]:
+def _naming_the_asset(exc: DataError, table, names: list[str]) -> DataError:
+    """``exc`` about a row of ``table`` (``exc.row``), saying ``asset <name>`` where the
+    preprocessing said ``unit <its place in the piece>``."""
+    if exc.row is None:
+        return exc
+    place = int(table.unit[exc.row])
+    said = f"unit {place} cycle"
+    message = str(exc)
+    if said not in message:
+        return exc
+    return DataError(message.replace(said, f"asset {names[place - 1]} cycle", 1))
+
+
+def score_local(predictor, pieces: Iterator[Piece], cycles: str = "all") -> Iterator[dict]:
     """:func:`score_piece` over an input's pieces."""
     for piece in pieces:
         yield score_piece(predictor, piece, cycles)
