@@ -167,26 +167,30 @@ class FleetService:
         except Exception as exc:  # noqa: BLE001 - cannot reach or read the database
             raise ConfigError(f"database {redact(s.url)}: {exc}") from None
         self.store = Store(self.engine)
-        stored = self.store.load_assets()
         unpredicted = self.store.unpredicted_by_asset()
         # in memory: the assets with readings waiting for a prediction, then others up to the
-        # bound; the rest are loaded from their row when used (Entries)
-        order = sorted(range(len(stored)), key=lambda i: stored[i].asset_id not in unpredicted)
-        keep = [i for k, i in enumerate(order)
-                if k < s.max_assets_in_memory or stored[i].asset_id in unpredicted]
-        entries = Entries({stored[i].asset_id: Entry(AssetState.from_bytes(stored[i].state),
-                                                     stored[i].first_cycle, i + 1)
-                           for i in keep}, len(stored), lambda a: self.writer._load_entry(a),
+        # bound; the rest are loaded from their row when used (Entries). The rows are read
+        # one at a time, so that a restart never holds every state at once.
+        room = max(s.max_assets_in_memory - len(unpredicted), 0)
+        kept, states, evaluated, failed = {}, {}, {}, {}
+        for i, a in enumerate(self.store.iter_assets()):
+            alert = AssetAlerts.from_json(a.alert_state) if a.alert_state else None
+            # predictions stored but not yet evaluated for alerts (they waited for another)
+            evaluated[a.asset_id] = alert.cycle if alert else a.first_cycle - 1
+            if a.failure_cycle is not None:
+                failed[a.asset_id] = a.failure_cycle
+            waiting = a.asset_id in unpredicted
+            if waiting or room > 0:
+                room -= not waiting
+                kept[a.asset_id] = Entry(AssetState.from_bytes(a.state), a.first_cycle, i + 1)
+                if alert is not None:
+                    states[a.asset_id] = alert
+        entries = Entries(kept, len(evaluated), lambda a: self.writer._load_entry(a),
                           s.max_assets_in_memory)
         self.metrics.assets.set(len(entries))
         self.max_batch = 1 if not s.batching else (s.max_batch or runtime_batch(p))
         self.rules = load_rules(s.alert_rules)
-        book = AlertBook(self.store, self.rules, s.webhooks, p.model_id,
-                         {stored[i].asset_id: AssetAlerts.from_json(stored[i].alert_state)
-                          for i in keep if stored[i].alert_state})
-        # predictions stored but not yet evaluated for alerts (they waited for an earlier one)
-        evaluated = {a.asset_id: AssetAlerts.from_json(a.alert_state).cycle if a.alert_state
-                     else a.first_cycle - 1 for a in stored}
+        book = AlertBook(self.store, self.rules, s.webhooks, p.model_id, states)
         for a, rows in self.store.predictions_after(evaluated).items():
             book.buffers[a] = {int(r["cycle"]): r for r in rows}
         self.drift = DriftMonitor(p.drift) if p.drift is not None else None
@@ -195,8 +199,7 @@ class FleetService:
                          if s.webhooks else None)
         self.writer = Writer(self.store, self.online, p.model_id, entries, self._committed,
                              self.metrics, alerts=book, intervals=p.intervals, drift=self.drift,
-                             failed={a.asset_id: a.failure_cycle for a in stored
-                                     if a.failure_cycle is not None},
+                             failed=failed,
                              on_events=self.webhooks.wake if self.webhooks else lambda: None,
                              unpredicted=unpredicted,
                              checks=self.checks)

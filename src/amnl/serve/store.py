@@ -145,6 +145,17 @@ class Store:
         return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
                             None if r[6] is None else int(r[6])) for r in rows]
 
+    def iter_assets(self, chunk: int = 1000) -> Iterator[StoredAsset]:
+        """Every asset's snapshot, one at a time (a bounded restart keeps only some states)."""
+        q = select(assets.c.asset_id, assets.c.first_cycle, assets.c.last_cycle,
+                   assets.c.n_readings, assets.c.state, assets.c.alert_state,
+                   assets.c.failure_cycle)
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
+            for r in result:
+                yield StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
+                                  None if r[6] is None else int(r[6]))
+
     def load_asset(self, asset_id: str) -> StoredAsset | None:
         """One asset's snapshot (an asset the service does not hold in memory)."""
         with self.engine.connect() as conn:
