@@ -28,7 +28,8 @@ def local_ray():
 
 def by_asset_cycle(table: dict) -> dict:
     order = np.lexsort((np.asarray(table["cycle"]), np.asarray(table["asset"])))
-    return {k: np.asarray(v)[order] for k, v in table.items()}
+    return {k: [v[i] for i in order] if k == "warnings" else np.asarray(v)[order]
+            for k, v in table.items()}
 
 
 @pytest.mark.needs_data
@@ -56,12 +57,14 @@ def test_ray_writes_what_local_writes(local_ray, exported, cmapss_dir, tmp_path,
     predictor = Predictor.load(model, inference)
     required = ["setting_1", "setting_2", "setting_3", *predictor.preprocessor.feature_names]
     parts = list(score_local(predictor, iter_fleet(src, required), cycles))
-    want = by_asset_cycle({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    want = by_asset_cycle({k: [w for p in parts for w in p[k]] if k == "warnings"
+                           else np.concatenate([p[k] for p in parts]) for k in parts[0]})
     assert rows == len(want["rul"])
     assert (got["asset"] == want["asset"]).all() and (got["cycle"] == want["cycle"]).all()
     np.testing.assert_allclose(got["rul"], want["rul"], atol=1e-3)
     np.testing.assert_allclose(got["rul_upper"], want["rul_upper"], atol=1e-3)
     assert (got["health"] == want["health"]).all()
+    assert got["warnings"] == want["warnings"]
 
 
 @pytest.mark.needs_data
@@ -97,7 +100,7 @@ def test_ray_refuses_what_local_refuses_in_one_line(local_ray, exported, cmapss_
 @pytest.mark.needs_data
 def test_ray_streams_its_output_into_few_parts(local_ray, exported, cmapss_dir, tmp_path,
                                                monkeypatch):
-    from .test_score import fleet_parquet
+    from .test_score import celsius_and_kpa, fleet_parquet
 
     # write_parquet materialises only its own Write operator (the files' statistics); a
     # materialize() of the scored dataset would hold the whole output in the object store
@@ -108,12 +111,24 @@ def test_ray_streams_its_output_into_few_parts(local_ray, exported, cmapss_dir, 
         return materialize(self, *args, **kwargs)
 
     monkeypatch.setattr(ray.data.Dataset, "materialize", recording)
-    src = fleet_parquet(cmapss_dir, tmp_path / "fleet.parquet", units=range(1, 21))
+    src = fleet_parquet(cmapss_dir, tmp_path / "fleet.parquet", units=range(1, 21),
+                        edit=celsius_and_kpa(7))
     model = exported("FD001")
+    inference = InferenceConfig(runtime="onnx", threads=1)
     writer = PartitionedWriter(tmp_path / "ray")
-    rows = score_ray(str(model), InferenceConfig(runtime="onnx", threads=1), src, writer, "all",
-                     actors=1)
+    rows = score_ray(str(model), inference, src, writer, "all", actors=1)
     writer.commit({})
+    # the same warnings as locally, row by row (engine 7 in wrong units)
+    got = by_asset_cycle(pq.read_table(tmp_path / "ray").to_pydict())
+    predictor = Predictor.load(model, inference)
+    required = ["setting_1", "setting_2", "setting_3", *predictor.preprocessor.feature_names]
+    parts = list(score_local(predictor, iter_fleet(src, required), "all"))
+    want = by_asset_cycle({"asset": np.concatenate([p["asset"] for p in parts]),
+                           "cycle": np.concatenate([p["cycle"] for p in parts]),
+                           "warnings": [w for p in parts for w in p["warnings"]]})
+    assert (got["asset"] == want["asset"]).all() and got["warnings"] == want["warnings"]
+    assert {a for a, w in zip(got["asset"], got["warnings"]) if any("beyond" in x for x in w)
+            } == {"7"}
     assert rows == pq.read_table(src).num_rows  # every cycle of 20 engines: 2,435 rows
     assert materialized == ["Write"]
     assert writer.parts == 1 == len(list((tmp_path / "ray").glob("*.parquet")))

@@ -220,3 +220,51 @@ def test_many_pieces_make_few_parts(tmp_path):
     w.commit({})
     assert w.parts == 1 and w.rows == 50_000
     assert pq.read_table(tmp_path / "out").num_rows == 50_000
+
+
+def celsius_and_kpa(unit):
+    """An ``edit`` for :func:`fleet_parquet`: engine ``unit``'s temperatures in degrees Celsius
+    (C-MAPSS gives degrees Rankine) and its HPC outlet pressure in kPa (psia)."""
+    def edit(cols, rows_of):
+        r = rows_of(unit)
+        for s in ("s_2", "s_3", "s_4"):
+            cols[s][r] = (cols[s][r] - 491.67) * 5 / 9
+        cols["s_7"][r] *= 6.894757
+    return edit
+
+
+@pytest.mark.needs_data
+def test_an_asset_in_wrong_units_is_warned_and_only_it(cmapss_dir, tmp_path, onnx_fd001):
+    src = fleet_parquet(cmapss_dir, tmp_path / "fleet.parquet", edit=celsius_and_kpa(33))
+    window = onnx_fd001.window
+    for cycles in ("last", "all"):
+        out = runner.invoke(app, ["score", "-i", str(src), "-o", str(tmp_path / cycles),
+                                  "--cycles", cycles])
+        assert out.exit_code == 0, out.output
+        assert "1 of 6 assets have input warnings; see the warnings column" in out.stderr
+        got = read_output(tmp_path / cycles)
+        assert str(pq.read_schema(next((tmp_path / cycles).glob("*.parquet"))).field(
+            "warnings").type) == "list<element: string>"
+        for asset, cycle, warnings in zip(got["asset"], got["cycle"], got["warnings"]):
+            if asset == "33":
+                assert any("sensors beyond" in w for w in warnings), (cycle, warnings)
+            elif cycle >= window:
+                assert warnings == [], (asset, cycle, warnings)
+            else:  # the history up to this row is shorter than the window: that row's only
+                assert len(warnings) == 1 and f"{cycle} of {window} cycles" in warnings[0]
+        meta = json.loads((tmp_path / cycles / SUCCESS_FILE).read_text())
+        assert (meta["assets"], meta["assets_with_warnings"]) == (6, 1)
+
+
+def test_warned_assets_counts_an_asset_across_row_groups_from_its_window_on(tmp_path):
+    from amnl.score.output import warned_assets
+
+    asset = ["a"] * 40 + ["b"] * 40
+    warnings = [[] for _ in asset]
+    warnings[35] = ["x"]  # a: its 36th row
+    for i in range(40, 69):  # b: only its first 29 rows (the short-history warning)
+        warnings[i] = ["short"]
+    table = pa.table({"asset": asset, "warnings": pa.array(warnings, pa.list_(pa.string()))})
+    pq.write_table(table, tmp_path / "part-00000.parquet", row_group_size=16)
+    assert warned_assets(tmp_path, from_row=30) == (1, 2)
+    assert warned_assets(tmp_path) == (2, 2)

@@ -40,7 +40,9 @@ def score(
 
     Locally, memory follows a piece of 65,536 rows of whole assets and a batch of 4,096 windows, not the
     input. Each output row: asset, cycle, rul, rul_lower, rul_upper (where the model has a
-    calibration), health, p_healthy, p_degrading, p_critical, model_id.
+    calibration), health, p_healthy, p_degrading, p_critical, model_id, warnings (a list of
+    strings, empty when none: the input checks amnl predict runs; with --cycles all each row's
+    are about the history up to it).
     """
     from amnl.data.cmapss import SETTING_COLUMNS
     from amnl.inference.predictor import Predictor
@@ -79,12 +81,19 @@ def score(
     except BaseException:  # an error or ^C: nothing that looks complete is left
         writer.abort()
         raise
+    # with --cycles all, every asset's first window-1 rows carry the short-history warning:
+    # the summary counts an asset for its rows from a full window on
     out = writer.commit({"model_id": predictor.model_id, "cycles": cycles,
-                         "input": str(input)})
+                         "input": str(input)},
+                        warnings_from_row=predictor.window if cycles == "all" else 1)
     seconds = time.perf_counter() - t0
     typer.echo(f"scored {writer.rows:,} cycles in {seconds:.1f} s "
                f"({writer.rows / max(seconds, 1e-9):,.0f} a second) into {out} "
                f"({writer.parts} parts)", err=True)
+    if writer.assets_with_warnings:
+        typer.echo(f"warning: {writer.assets_with_warnings} of {writer.assets} assets have "
+                   "input warnings; see the warnings column (their predictions are guesses)",
+                   err=True)
 
 
 def register(app: typer.Typer) -> None:

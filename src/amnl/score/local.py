@@ -23,21 +23,31 @@ CYCLES = ("all", "last")
 
 def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict:
     """Predictions of one piece: a column dict (asset, cycle, rul, bounds, health, p_*,
-    model_id), one row per scored cycle, in input order.
+    model_id as arrays; warnings, a list of lists of strings, empty when none), one row per
+    scored cycle, in input order.
 
     Args:
         cycles: ``all`` (every cycle, as the service predicts them one by one) or ``last``
             (each asset's last cycle, as ``amnl predict``).
 
+    The warnings are :mod:`amnl.inference.checks`': with ``last``, each asset's whole history's
+    (:func:`~amnl.inference.checks.unit_warnings`, what ``amnl predict`` says); with ``all``,
+    each row's, about the history up to that row
+    (:func:`~amnl.inference.checks.windows_warnings`, what the service stores with each
+    prediction: the readings of its window, a history younger than the window, a first cycle
+    other than 1).
+
     Raises:
         DataError: a value that cannot give a prediction, naming the asset and cycle.
     """
+    from amnl.inference import checks
+
     if cycles not in CYCLES:
         raise DataError(f"--cycles must be all or last, got {cycles!r}")
     table, names = piece
     pre = predictor.preprocessor
     try:
-        scaled = pre.scale(table)[1]
+        cond, scaled = pre.scale(table)
         w = pre.windows(table, last_only=cycles == "last",
                         first_end=0 if cycles == "all" else None, scaled=scaled)
     except DataError as exc:
@@ -60,6 +70,11 @@ def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict:
     for j, c in enumerate(HEALTH_CLASSES):
         out[f"p_{c}"] = prob[:, j]
     out["model_id"] = np.full(len(w), predictor.model_id, dtype=object)
+    if cycles == "last":
+        per_asset = checks.unit_warnings(pre, predictor.config, table, cond, scaled)
+        out["warnings"] = [per_asset[u - 1] for u in w.unit]
+    else:
+        out["warnings"] = checks.windows_warnings(pre, predictor.config, table, cond, scaled, w)
     return out
 
 

@@ -19,6 +19,8 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
+
 from amnl.errors import ConfigError
 from amnl.extras import require
 
@@ -59,9 +61,47 @@ def stale_partials(out: Path) -> list[Path]:
 
 def to_arrow(columns: dict):
     """A pyarrow table of a column dict of :func:`amnl.score.local.score_piece`: numeric
-    arrays as they are, object arrays as strings."""
+    arrays as they are, object arrays as strings, a list (``warnings``) as list<string>."""
     pa = require("pyarrow", "Parquet output")
-    return pa.table({k: v.tolist() if v.dtype == object else v for k, v in columns.items()})
+    return pa.table({k: pa.array(v, pa.list_(pa.string())) if isinstance(v, list)
+                     else v.tolist() if v.dtype == object else v for k, v in columns.items()})
+
+
+def warned_assets(folder: Path, *, from_row: int = 1) -> tuple[int, int]:
+    """(assets with a warning, assets) of the parts in ``folder``, a row group at a time,
+    counting only an asset's rows from its ``from_row``-th on (``amnl score --cycles all``
+    passes the window: every asset's first rows carry the short-history warning). Each
+    asset's rows are together in the output (a piece, or a Ray group), so assets are counted
+    as runs of equal names."""
+    pc = require("pyarrow.compute", "Parquet output")
+    pq = require("pyarrow.parquet", "Parquet output")
+    flagged = assets = 0
+    last, last_flagged, last_rows = None, False, 0
+    for f in sorted(folder.glob("*.parquet")):
+        file = pq.ParquetFile(f)
+        if "warnings" not in file.schema_arrow.names:
+            return 0, 0
+        for g in range(file.num_row_groups):
+            t = file.read_row_group(g, columns=["asset", "warnings"])
+            if not t.num_rows:
+                continue
+            names = np.asarray(t.column("asset").to_pylist(), dtype=object)
+            warned = pc.list_value_length(t.column("warnings")).to_numpy(
+                zero_copy_only=False) > 0
+            starts = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+            row = np.arange(len(names)) - np.repeat(starts, np.diff(np.r_[starts, len(names)]))
+            goes_on = names[0] == last  # the asset the last row group ended with
+            if goes_on:
+                row[: starts[1] if len(starts) > 1 else len(names)] += last_rows
+            runs = np.logical_or.reduceat(warned & (row + 1 >= from_row), starts)
+            if goes_on:
+                runs[0] |= last_flagged
+                flagged -= last_flagged
+                assets -= 1
+            flagged += int(runs.sum())
+            assets += len(starts)
+            last, last_flagged, last_rows = names[-1], bool(runs[-1]), int(row[-1]) + 1
+    return flagged, assets
 
 
 class PartitionedWriter:
@@ -109,16 +149,21 @@ class PartitionedWriter:
             self._part.close()
             self._part, self._part_rows = None, 0
 
-    def commit(self, meta: dict) -> Path:
-        """Publish the folder (with ``meta`` in its ``_SUCCESS``) and return it.
+    def commit(self, meta: dict, *, warnings_from_row: int = 1) -> Path:
+        """Publish the folder and return it. Its ``_SUCCESS`` holds the rows, parts, assets,
+        assets with a warning (:func:`warned_assets` with ``from_row=warnings_from_row``; also
+        set as attributes) and ``meta``.
 
         Raises:
             ConfigError: ``out`` appeared meanwhile (another run) and ``overwrite`` is off;
                 this run's parts are removed.
         """
         self._close_part()
+        self.assets_with_warnings, self.assets = warned_assets(
+            self.tmp, from_row=warnings_from_row)
         (self.tmp / SUCCESS_FILE).write_text(json.dumps(
-            {"rows": self.rows, "parts": self.parts, **meta}, indent=2) + "\n")
+            {"rows": self.rows, "parts": self.parts, "assets": self.assets,
+             "assets_with_warnings": self.assets_with_warnings, **meta}, indent=2) + "\n")
         if self.out.exists():
             if not self.overwrite:
                 self.abort()
