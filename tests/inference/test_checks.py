@@ -216,3 +216,44 @@ def test_evaluate_lists_each_test_engines_warnings(cmapss_dir, tmp_path):
                for r in rows if r["warnings"])
     res = runner.invoke(app, ["evaluate", "--dataset", "FD001", "--data-dir", str(cmapss_dir)])
     assert res.exit_code == 0 and "input warnings" not in res.stderr
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("cycles", ["last", "all"])
+def test_score_warns_as_predict_and_the_service_do(engine31, tmp_path, cycles):
+    """``amnl score``'s warnings column: --cycles last as amnl predict checks each unit,
+    --cycles all each row as the service checks each prediction."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    from amnl.inference.checks import windows_warnings
+
+    named = {"clean": engine31, **bad_inputs(engine31)}
+    values = _fleet(named)
+    src = _csv(tmp_path / "fleet.csv", values)
+    res = runner.invoke(app, ["score", "-i", str(src), "-o", str(tmp_path / "out"),
+                              "--runtime", "torch", "--cycles", cycles])
+    assert res.exit_code == 0, res.output
+    got = pq.read_table(tmp_path / "out").to_pydict()
+    p = Predictor.load("FD001")
+    pre = p.preprocessor
+    table = EngineTable(str(src), values)
+    cond, scaled = pre.scale(table)
+    if cycles == "last":
+        want = p.predict_table(table).warnings
+    else:
+        want = windows_warnings(pre, p.config, table, cond, scaled,
+                                pre.windows(table, first_end=0, scaled=scaled))
+    assert [list(w) for w in got["warnings"]] == want
+    by_asset = {}
+    for a, c, w in zip(got["asset"], got["cycle"], got["warnings"]):
+        by_asset.setdefault(names_of(named)[a], []).append((c, list(w)))
+    assert all(not w for c, w in by_asset["clean"] if c >= p.window)  # can fail: the rest do
+    for name in ("celsius", "late", "mid_life", "three_cycles"):
+        assert all(w for _, w in by_asset[name]), name
+    typo = len(engine31) // 2 + 1  # its cycle
+    assert [c for c, w in by_asset["typo"] if any(x.endswith("(s_2)") for x in w)] == (
+        [len(engine31)] if cycles == "last" else list(range(typo, typo + p.window)))
+
+
+def names_of(named: dict) -> dict[str, str]:
+    """Score's asset names ("1", "2", ...) of the engines of :func:`_fleet`."""
+    return {str(i + 1): name for i, name in enumerate(named)}
