@@ -72,7 +72,7 @@ def serve(
         help="Windows queued in memory at most; beyond, predictions are caught up from the "
              "database.")] = _default("max_backlog"),
     max_assets_in_memory: Annotated[int, typer.Option(
-        help="Asset states held in memory at most (about 7.5 kB each); the least recently "
+        help="Asset states held in memory at most (about 5.7 kB each); the least recently "
              "used others are loaded from the database when they next send a reading.")
     ] = _default("max_assets_in_memory"),
     durability: Annotated[str, typer.Option(

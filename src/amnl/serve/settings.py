@@ -22,7 +22,7 @@ DEFAULT_MAX_WAIT_MS = 5.0
 #: and are caught up from there.
 DEFAULT_MAX_BACKLOG = 1024
 #: Assets whose state the service holds in memory at most (see docs/serving.md, "Memory": about
-#: 7.5 kB each); the others are loaded from their database row when they next send a reading.
+#: 5.7 kB each); the others are loaded from their database row when they next send a reading.
 DEFAULT_MAX_ASSETS_IN_MEMORY = 100_000
 #: SQLite ``synchronous`` per durability level (WAL mode): ``process`` survives a killed
 #: process (the default), ``power`` also a power loss (an fsync per commit).
