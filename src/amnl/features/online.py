@@ -23,6 +23,7 @@ import numpy as np
 from amnl.data.cmapss import SENSOR_COLUMNS, SETTING_COLUMNS
 from amnl.errors import DataError
 from amnl.features.pipeline import CYCLE_SCALE, Preprocessor
+from amnl.features.windows import padded_rows
 
 #: The raw columns of a reading, in this order: the 3 settings, then s_1..s_21.
 READING_COLUMNS = [*SETTING_COLUMNS, *SENSOR_COLUMNS]
@@ -286,9 +287,8 @@ class OnlineFeatures:
         order, front-padded with the first row while the asset is younger than W (spec
         decision)."""
         w = self.window
-        rows = np.array([s.rows for s in states])[:, None]
-        ar = np.arange(w)[None, :]
-        idx = np.where(rows >= w, (rows + ar) % w, np.maximum(ar - (w - rows), 0))
+        # the history's rows as padded_rows gives them, each at its ring slot (row % W)
+        idx = padded_rows(np.array([s.rows for s in states]) - 1, w) % w
         rings = np.stack([s.ring for s in states])
         return rings[np.arange(len(states))[:, None], idx]
 

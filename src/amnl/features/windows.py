@@ -44,8 +44,25 @@ def window_index(starts: np.ndarray, lengths: np.ndarray, window: int = WINDOW, 
         owner = np.repeat(starts, counts)
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         ends = owner + np.repeat(offset, counts) + within * stride
+    return padded_rows(ends, window, owner)
+
+
+def padded_rows(ends: np.ndarray, window: int, firsts: np.ndarray | int = 0) -> np.ndarray:
+    """The rows of the window ending at each of ``ends``: the last ``window`` rows up to it,
+    front-padded with the history's first row (``firsts``) while the history is shorter (the
+    spec's padding decision). The one place that rule lives: the batch windows
+    (:func:`window_index`), the service's streaming windows
+    (:meth:`amnl.features.online.OnlineFeatures`) and the windows it rebuilds from stored rows
+    all take their rows from it.
+
+    Example:
+        >>> padded_rows(np.array([1, 4]), 3)
+        array([[0, 0, 1],
+               [2, 3, 4]])
+    """
+    ends = np.asarray(ends, dtype=np.int64)
     idx = ends[:, None] - (window - 1) + np.arange(window)[None, :]
-    return np.maximum(idx, owner[:, None])
+    return np.maximum(idx, np.asarray(firsts, dtype=np.int64).reshape(-1, 1))
 
 
 def gather(x: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -341,15 +341,15 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Offset = 0):
         """The fleet, most urgent first (lowest predicted RUL; unpredicted assets last)."""
-        total, rows = service.store.fleet(health=health, limit=limit, offset=offset)
+        total, rows = service.fleet(health=health, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset,
-                "items": [asset_out(r) for r in service.with_pending(rows)]}
+                "items": [asset_out(r) for r in rows]}
 
     def found(asset_id: str) -> dict:
-        row = service.store.asset(asset_id)
+        row = service.asset(asset_id)
         if row is None:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
-        return service.with_pending([row])[0]
+        return row
 
     @app.get("/v1/assets/{asset_id}", response_model=AssetOut, responses=errors(404),
              tags=["assets"])
@@ -366,8 +366,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                         limit: Annotated[int | None, Query(ge=1, le=MAX_CYCLE)] = None):
         """Every prediction of the asset (one per cycle), as JSON or CSV."""
         found(asset_id)
-        rows = service.store.predictions(asset_id, from_cycle=from_cycle, to_cycle=to_cycle,
-                                         limit=limit)
+        rows = service.predictions(asset_id, from_cycle=from_cycle, to_cycle=to_cycle,
+                                   limit=limit)
         if format == "csv":
             return PlainTextResponse(predictions_csv(rows), media_type="text/csv", headers={
                 "Content-Disposition": f'attachment; filename="{asset_id}-predictions.csv"'})
@@ -423,8 +423,8 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                     offset: Offset = 0):
         """Alerts, newest first; ``state=open`` gives both active states."""
-        total, rows = service.store.alerts(state=state, asset_id=asset_id, limit=limit,
-                                           offset=offset)
+        total, rows = service.alerts(state=state, asset_id=asset_id, limit=limit,
+                                     offset=offset)
         return {"total": total, "limit": limit, "offset": offset,
                 "rules": [{**asdict(r), "description": r.describe()} for r in service.rules],
                 "items": [alert_out(r) for r in rows]}
@@ -441,10 +441,11 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
     def get_drift():
         """PSI of the recent readings against the training distribution, per operating
         condition and model input, and the share of readings in no known condition."""
-        if service.drift is None:
+        report = service.drift_report()
+        if report is None:
             raise ApiError(404, [], "this model has no drift reference (drift.json); run "
                            "`amnl calibrate` on it", "not_found")
-        return service.drift.report()
+        return report
 
     from amnl.serve import dashboard
 
@@ -471,13 +472,13 @@ def create_app(settings: ServeSettings, predictor=None) -> FastAPI:
                                  "error": f"the {', '.join(dead)} thread died (see the log); "
                                           "restart the service"}, status_code=503)
         try:
-            service.store.ping()
+            service.ping()
         except Exception as exc:  # noqa: BLE001
             return JSONResponse({"status": "database unreachable", "error": str(exc)[:500]},
                                 status_code=503)
         return {"status": "ready", "model_id": p.model_id, "runtime": p.inference.runtime,
                 "precision": p.inference.precision, "max_batch": service.max_batch,
-                "assets": len(service.writer.entries)}
+                "assets": service.asset_count()}
 
     @app.get("/metrics", response_class=Response, tags=["operations"], responses={
         200: {"description": "Prometheus's text format.",

@@ -10,9 +10,9 @@ Readers are kept from starving ingestion (``docs/serving.md``: "The dashboard", 
 under "Dashboard readers and ingestion"): every page is read and rendered on one thread of its
 own (:class:`RenderThread`), off the event loop that takes the readings, and that thread works
 at most :data:`RENDER_SHARE` of the time (after a burst of :data:`RENDER_BURST`), so however
-many readers there are, the dashboard takes at most about that share of one core. A page of the fleet reads its rows from an index; the
-fleet's counts, open alerts, accuracy and drift (a pass over the stored predictions) are
-recomputed at most every :data:`SUMMARY_SECONDS`.
+many readers there are, the dashboard takes at most about that share of one core. A page of
+the fleet reads its rows from an index; the fleet's counts, open alerts, accuracy and drift (a
+pass over the stored predictions) are recomputed at most every :data:`SUMMARY_SECONDS`.
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ from amnl.rundir import (
     model_id,
     resolve_source,
 )
-from amnl.serve.alerting import AlertBook
-from amnl.serve.alerts import SEVERITIES, AssetAlerts, load_rules
+from amnl.serve.alert_book import AlertBook
+from amnl.serve.alert_rules import SEVERITIES, AssetAlerts, load_rules
 from amnl.serve.batcher import Batch, DynamicBatcher, Job
 from amnl.serve.db import (
     create_db_engine,
@@ -588,6 +588,14 @@ class FleetService:
     def failures(self, asset_ids) -> dict[str, int]:
         """The recorded failure cycle of each of ``asset_ids`` that has one."""
         return self.store.failures(asset_ids)
+
+    def ping(self) -> None:
+        """Raises when the database cannot be reached."""
+        self.store.ping()
+
+    def asset_count(self) -> int:
+        """Assets the service knows (in memory or evicted to the database)."""
+        return len(self.writer.entries)
 
     def drift_report(self) -> dict | None:
         """What ``GET /v1/drift`` answers, or None when the model has no drift reference."""

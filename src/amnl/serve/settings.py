@@ -91,7 +91,8 @@ class ServeSettings:
             (see :data:`DEFAULT_MAX_ASSETS_IN_MEMORY`).
         durability: ``process`` or ``power`` (SQLite; PostgreSQL's commits are durable).
         max_body_bytes: larger requests get a 413.
-        alert_rules: a JSON file of alert rules (default: :data:`amnl.serve.alerts.DEFAULT_RULES`).
+        alert_rules: a JSON file of alert rules (default:
+            :data:`amnl.serve.alert_rules.DEFAULT_RULES`).
         webhooks: URLs that receive every alert transition.
         webhook_secret: the HMAC-SHA256 key of their signature (required with webhooks;
             default ``$AMNL_WEBHOOK_SECRET``).
@@ -149,8 +150,8 @@ class ServeSettings:
         if self.durability not in DURABILITY:
             raise ConfigError(f"durability must be one of {', '.join(DURABILITY)}, got "
                               f"{self.durability!r}")
-        for name in ("max_backlog", "max_assets_in_memory", "max_body_bytes", "keep_alive_s", "limit_concurrency",
-                     "max_header_bytes"):
+        for name in ("max_backlog", "max_assets_in_memory", "max_body_bytes", "keep_alive_s",
+                     "limit_concurrency", "max_header_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_batch is not None and self.max_batch < 1:

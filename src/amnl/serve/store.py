@@ -1,5 +1,5 @@
 """The service's SQL on SQLAlchemy Core (bound parameters only): readings, states,
-predictions and the reads; the alert rows are written by :mod:`amnl.serve.alerting`.
+predictions and the reads; the alert rows are written by :mod:`amnl.serve.alert_book`.
 
 Writes take a connection inside the caller's transaction (:class:`amnl.serve.writer.Writer`
 owns them); reads open their own.
@@ -394,11 +394,10 @@ def windows_from_rows(cycles: np.ndarray, rows: Iterable[bytes], wanted: Iterabl
     """The window at each ``wanted`` cycle from stored feature rows (consecutive cycles from
     the asset's first or from at least ``window - 1`` before the earliest wanted one), with
     the spec's front padding."""
+    from amnl.features.windows import padded_rows
+
     x = np.stack([np.frombuffer(b, np.float32, n_features) for b in rows])
     pos = {int(c): i for i, c in enumerate(cycles)}
-    out = {}
-    for c in wanted:
-        end = pos[int(c)]
-        idx = np.maximum(np.arange(end - window + 1, end + 1), 0)
-        out[int(c)] = x[idx]
-    return out
+    wanted = [int(c) for c in wanted]
+    idx = padded_rows(np.array([pos[c] for c in wanted], np.int64), window)
+    return {c: x[i] for c, i in zip(wanted, idx)}

@@ -33,7 +33,7 @@ from amnl.features.online import READING_COLUMNS, AssetState, OnlineFeatures
 from amnl.inference.checks import StreamChecks
 from amnl.inference.drift import DriftMonitor
 from amnl.inference.intervals import RulIntervals
-from amnl.serve.alerting import AlertBook, Staged
+from amnl.serve.alert_book import AlertBook, Staged
 from amnl.serve.batcher import Batch, Job
 from amnl.serve.db import PROBABILITY_COLUMNS, now
 from amnl.serve.errors import ApiError
@@ -195,7 +195,7 @@ class Writer:
         on_commit: called after each commit with the prediction jobs of the new readings, and
             with None after a failed one (its predictions are then caught up).
         metrics: :class:`amnl.serve.metrics.ServeMetrics`.
-        alerts: the alert bookkeeping (:class:`amnl.serve.alerting.AlertBook`).
+        alerts: the alert bookkeeping (:class:`amnl.serve.alert_book.AlertBook`).
         intervals: the model's RUL interval calibration, when it has one.
         drift: fed with every accepted reading's condition and z-scores.
         failed: assets with a recorded failure cycle.
