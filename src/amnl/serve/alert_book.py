@@ -1,5 +1,5 @@
 """The writer's alert bookkeeping: predictions in, alert rows and webhook events out, in the
-transaction of the predictions (see :mod:`amnl.serve.alerts` for the rules and states).
+transaction of the predictions (see :mod:`amnl.serve.alert_rules` for the rules and states).
 
 Each asset's predictions are evaluated in cycle order: a prediction that arrives before the
 one of the previous cycle (after a catch-up) waits in a buffer until the gap is filled.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import case, select, update
 
-from amnl.serve.alerts import OPEN_STATES, AlertRule, AssetAlerts, Transition, evaluate
+from amnl.serve.alert_rules import OPEN_STATES, AlertRule, AssetAlerts, Transition, evaluate
 from amnl.serve.db import alert_events, alerts, assets, webhook_deliveries
 from amnl.serve.errors import ApiError
 
