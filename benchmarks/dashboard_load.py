@@ -48,7 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_file import write_results
+from results_file import print_rows, write_results
 from serve_load import Server
 
 #: The engines the copies are made from (FD001's test set) and how many of them have failed.
@@ -259,9 +259,7 @@ def print_table(rows: list[dict]) -> None:
             ("errors", "{}"), ("server_cpu_share", "{:.2f}"), ("cpu_ms_per_1000", "{:.0f}"),
             ("pages_per_s", "{:.1f}"), ("page_p50_ms", "{:.1f}"),
             ("page_p99_ms", "{:.1f}"), ("page_errors", "{}")]
-    print(" | ".join(c for c, _ in cols))
-    for r in rows:
-        print(" | ".join("-" if r.get(c) is None else f.format(r[c]) for c, f in cols))
+    print_rows(rows, cols)
 
 
 def main() -> None:

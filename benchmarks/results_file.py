@@ -1,4 +1,5 @@
-"""Where a benchmark's JSON goes: ``--out``, else ``benchmarks/results/<stem>-<time>.json``."""
+"""Where a benchmark's JSON goes (``--out``, else ``benchmarks/results/<stem>-<time>.json``),
+and its rows as a plain table."""
 
 from __future__ import annotations
 
@@ -18,3 +19,10 @@ def write_results(results: Any, out: Path | None, stem: str) -> Path:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def print_rows(rows: list[dict], cols: list[tuple[str, str]]) -> None:
+    """Rows as ``|``-separated lines: ``cols`` is (key, format) pairs; a missing value is -."""
+    print(" | ".join(c for c, _ in cols))
+    for r in rows:
+        print(" | ".join("-" if r.get(c) is None else f.format(r[c]) for c, f in cols))

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from results_file import write_results
+from results_file import print_rows, write_results
 
 AMNL = [sys.executable, "-m", "amnl"]
 SUBSETS = ("FD001", "FD002", "FD003", "FD004")
@@ -349,9 +349,7 @@ def print_table(rows: list[dict]) -> None:
             ("errors", "{}"), ("predictions_per_s", "{:.0f}"), ("batch_size_mean", "{:.1f}"),
             ("ack_to_prediction_p50_ms", "{:.1f}"), ("ack_to_prediction_p95_ms", "{:.1f}"),
             ("all_predicted", "{}")]
-    print(" | ".join(c for c, _ in cols))
-    for r in rows:
-        print(" | ".join("-" if r.get(c) is None else f.format(r[c]) for c, f in cols))
+    print_rows(rows, cols)
 
 
 def main() -> None:

@@ -33,14 +33,10 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from amnl.data.cmapss import COLUMNS, load_subset
+from amnl.data.cmapss import COLUMNS, in_celsius_and_kpa, load_subset
 from amnl.machine import describe, machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
-#: C-MAPSS temperatures are in degrees Rankine, pressures in psia (NASA's data description;
-#: the same sensors tests/serve/test_warnings.py converts).
-RANKINE = ("s_1", "s_2", "s_3", "s_4")
-PSIA = ("s_5", "s_6", "s_7", "s_11")
 ENGINE, TRUE_RUL = 31, 8  # FD001's test engine 31: 196 cycles from cycle 1, true RUL 8
 TYPO_CYCLE = 100
 MAX_BODY = 200_000
@@ -66,15 +62,6 @@ def free_port() -> int:
 def reading(r: np.ndarray) -> dict:
     """A C-MAPSS row (unit, cycle, settings, sensors) as the API's reading."""
     return {"cycle": int(r[1]), **{c: float(v) for c, v in zip(COLUMNS[2:], r[2:])}}
-
-
-def celsius_kpa(rows: np.ndarray) -> np.ndarray:
-    out = rows.copy()
-    for s in RANKINE:
-        out[:, COLUMNS.index(s)] = (out[:, COLUMNS.index(s)] - 491.67) * 5 / 9
-    for s in PSIA:
-        out[:, COLUMNS.index(s)] *= 6.894757
-    return out
 
 
 def first_line(text: str) -> str:
@@ -168,7 +155,7 @@ def item5_service(c: httpx.Client, eng: np.ndarray) -> None:
     typo[TYPO_CYCLE - 1, COLUMNS.index("s_2")] = 64300.0
     late = eng.copy()
     late[:, 1] += 4999
-    cases = {"clean": eng, "celsius": celsius_kpa(eng), "typo": typo, "late": late}
+    cases = {"clean": eng, "celsius": in_celsius_and_kpa(eng), "typo": typo, "late": late}
     for name, rows in cases.items():
         r = c.post(f"/v1/assets/{name}/readings", json={"readings": [reading(x) for x in rows]})
         if r.status_code != 200:
@@ -208,7 +195,7 @@ def item5_score(tmp: Path, env: dict, eng: np.ndarray) -> None:
     typo[TYPO_CYCLE - 1, COLUMNS.index("s_2")] = 64300.0
     late = eng.copy()
     late[:, 1] += 4999
-    cases = {1: eng, 2: celsius_kpa(eng), 3: typo, 4: late}
+    cases = {1: eng, 2: in_celsius_and_kpa(eng), 3: typo, 4: late}
     frames = []
     for unit, rows in cases.items():
         f = pd.DataFrame(rows, columns=COLUMNS)

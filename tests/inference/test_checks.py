@@ -10,7 +10,13 @@ from typer.testing import CliRunner
 
 from amnl import Predictor
 from amnl.cli.app import app
-from amnl.data.cmapss import COLUMNS, EngineTable, read_histories, read_table
+from amnl.data.cmapss import (
+    COLUMNS,
+    EngineTable,
+    in_celsius_and_kpa,
+    read_histories,
+    read_table,
+)
 from amnl.errors import DataError
 from amnl.inference.checks import LONGEST_TRAINING_ENGINE, Z_LIMIT
 
@@ -88,19 +94,12 @@ def test_cli_rejects_a_huge_value_and_flags_far_readings(cmapss_dir, tmp_path):
     assert res.exit_code == 0 and res.stdout.splitlines()[0].endswith(",warnings")
 
 
-#: C-MAPSS temperatures are in degrees Rankine, pressures in psia (NASA's data description).
-RANKINE = ("s_1", "s_2", "s_3", "s_4")
-PSIA = ("s_5", "s_6", "s_7", "s_11")
 BEYOND = f"sensors beyond {Z_LIMIT:g} training standard deviations"
 
 
 def bad_inputs(rows: np.ndarray) -> dict[str, np.ndarray]:
     """One engine's rows (C-MAPSS columns) as a user might send them wrongly, by name."""
-    celsius = rows.copy()
-    for s in RANKINE:
-        celsius[:, COLUMNS.index(s)] = (celsius[:, COLUMNS.index(s)] - 491.67) * 5 / 9
-    for s in PSIA:
-        celsius[:, COLUMNS.index(s)] *= 6.894757
+    celsius = in_celsius_and_kpa(rows)
     typo = rows.copy()
     typo[len(rows) // 2, COLUMNS.index("s_2")] = 64300.0  # about 643
     late = rows.copy()

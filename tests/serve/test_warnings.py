@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from amnl.config import InferenceConfig
-from amnl.data.cmapss import COLUMNS, load_subset
+from amnl.data.cmapss import COLUMNS, in_celsius_and_kpa, load_subset
 from amnl.inference.checks import Z_LIMIT
 from amnl.serve.app import create_app
 from amnl.serve.db import alert_events
@@ -21,23 +21,10 @@ from amnl.serve.settings import ServeSettings
 
 from .conftest import LiveServer, reading
 
-#: C-MAPSS temperatures are in degrees Rankine, pressures in psia (NASA's data description).
-RANKINE = ("s_1", "s_2", "s_3", "s_4")
-PSIA = ("s_5", "s_6", "s_7", "s_11")
 TYPO_CYCLE = 100
 BEYOND = f"sensors beyond {Z_LIMIT:g} training standard deviations"
 MID_LIFE = "history starts at cycle {}, not 1: the model needs each asset's history from its first"
 SHORT = "history shorter than the model's window: {} of 30 cycles, padded with its first cycle"
-
-
-def celsius_kpa(rows: np.ndarray) -> np.ndarray:
-    """The same engine with its temperatures in degrees Celsius and pressures in kPa."""
-    out = rows.copy()
-    for s in RANKINE:
-        out[:, COLUMNS.index(s)] = (out[:, COLUMNS.index(s)] - 491.67) * 5 / 9
-    for s in PSIA:
-        out[:, COLUMNS.index(s)] *= 6.894757
-    return out
 
 
 def typo(rows: np.ndarray) -> np.ndarray:
@@ -83,7 +70,7 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
     window = server.service.predictor.window
     with httpx.Client(base_url=server.url) as c:
         post(c, "clean", engine31)
-        post(c, "celsius", celsius_kpa(engine31))
+        post(c, "celsius", in_celsius_and_kpa(engine31))
         post(c, "typo", typo(engine31))
         post(c, "late", from_cycle(engine31, 5000))
         post(c, "mid", engine31[-40:])
@@ -131,7 +118,7 @@ def test_flagged_readings_are_warned_on_every_output_and_clean_ones_are_not(
         body = {"assets": [{"asset_id": a, "readings": [reading(x) for x in rows]}
                            for a, rows in (("clean", engine31), ("mid", engine31[-40:]),
                                            ("short", engine31[:3]),
-                                           ("celsius", celsius_kpa(engine31)),
+                                           ("celsius", in_celsius_and_kpa(engine31)),
                                            ("typo", typo(engine31)),
                                            ("late", from_cycle(engine31, 5000)))]}
         stateless = {p["asset_id"]: p["warnings"]

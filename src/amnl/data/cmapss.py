@@ -29,6 +29,22 @@ SETTING_COLUMNS = ["setting_1", "setting_2", "setting_3"]
 SENSOR_COLUMNS = [f"s_{i}" for i in range(1, 22)]
 #: The 26 whitespace-separated columns of a train/test file, in order.
 COLUMNS = ["unit", "cycle", *SETTING_COLUMNS, *SENSOR_COLUMNS]
+#: The sensors in degrees Rankine and in psia (NASA's data description): a fleet that reports
+#: degrees Celsius and kPa instead is not what the models were trained on (the input checks
+#: flag it; :func:`in_celsius_and_kpa` makes such a fleet for the tests and reproductions).
+RANKINE_SENSORS = ("s_1", "s_2", "s_3", "s_4")
+PSIA_SENSORS = ("s_5", "s_6", "s_7", "s_11")
+
+
+def in_celsius_and_kpa(rows: np.ndarray) -> np.ndarray:
+    """C-MAPSS rows (:data:`COLUMNS` order) with the temperatures in degrees Celsius and the
+    pressures in kPa: the same engine as a user with SI telemetry would send it."""
+    out = np.array(rows, dtype=np.float64, copy=True)
+    for s in RANKINE_SENSORS:
+        out[:, COLUMNS.index(s)] = (out[:, COLUMNS.index(s)] - 491.67) * 5 / 9
+    for s in PSIA_SENSORS:
+        out[:, COLUMNS.index(s)] *= 6.894757
+    return out
 #: Sensors 1, 5, 6, 10, 16, 18, 19 are constant or near-constant; these 14 carry degradation.
 INFORMATIVE_SENSORS = [f"s_{i}" for i in (2, 3, 4, 7, 8, 9, 11, 12, 13, 14, 15, 17, 20, 21)]
 
