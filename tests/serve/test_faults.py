@@ -151,6 +151,9 @@ def test_a_write_the_writer_does_not_answer_in_time_gets_a_503(live_server, tmp_
         # the write was applied once the writer got to it: sending it again is a no-op
         r = post(c, "e1", rows[:2])
         assert r.status_code == 200 and r.json()["duplicates"] == 2, r.text
+        with HeldWriter(server.service):  # a control write (a failure) is bounded alike
+            r = c.post("/v1/assets/e1/failure", json={"cycle": 9})
+            assert r.status_code == 503 and r.json()["detail"][0]["type"] == "timeout", r.text
 
 
 class Killed(BaseException):

@@ -461,7 +461,7 @@ class FleetService:
             self.store.set_failure(conn, asset_id, cycle)
             return {"asset_id": asset_id, "failure_cycle": cycle, "last_cycle": last}
 
-        return await asyncio.wrap_future(self.writer.control(
+        return await self._answer(self.writer.control(
             run, lambda _r: self.writer.failed.__setitem__(asset_id, cycle)))
 
     async def ack(self, alert_id: int, note: str | None) -> dict:
