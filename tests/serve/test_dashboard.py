@@ -330,14 +330,16 @@ def test_the_render_thread_works_at_most_its_share_of_the_time():
 def test_readings_in_the_wrong_units_get_the_badge_on_every_page(live_server, tmp_path,
                                                                   cmapss_dir):
     """End to end: the service's own warnings (Celsius and kPa readings), not stored ones."""
-    from .test_warnings import celsius_kpa, post
+    from amnl.data.cmapss import in_celsius_and_kpa
+
+    from .test_warnings import post
 
     engines = closest_to_failure(load_subset(cmapss_dir, "FD001", train=False), 2)
     (bad, bad_rows), (good, good_rows) = engines.items()
     server = live_server(ServeSettings(inference=InferenceConfig(runtime="onnx"),
                                        db=str(tmp_path / "a.db")))
     with httpx.Client(base_url=server.url) as c:
-        post(c, bad, celsius_kpa(bad_rows))
+        post(c, bad, in_celsius_and_kpa(bad_rows))
         post(c, good, good_rows)
         assert server.service.wait_predicted()
         said = c.get(f"/v1/assets/{bad}").json()["prediction"]["warnings"]

@@ -329,15 +329,33 @@ def create_db_engine(url: str, *, synchronous: str = "NORMAL") -> Engine:
             @event.listens_for(engine, "connect")
             def _pragmas(dbapi_conn, _record):  # every new connection
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute(f"PRAGMA synchronous={synchronous}")  # one of DURABILITY's values
                 cur.execute("PRAGMA busy_timeout=30000")
+                _wal(cur)
+                cur.execute(f"PRAGMA synchronous={synchronous}")  # one of DURABILITY's values
                 cur.close()
         else:
             engine = create_engine(url, pool_pre_ping=True)
     except (ImportError, SQLAlchemyError) as exc:
         raise ConfigError(f"cannot use database {redact(url)}: {exc}") from None
     return engine
+
+
+def _wal(cur, seconds: float = 30.0) -> None:
+    """Put a SQLite file in WAL mode (it stays so). Switching needs the file to itself, and
+    SQLite answers "database is locked" at once, without its busy handler, when another
+    connection holds it (two servers starting on one new file): retried until ``seconds``."""
+    import sqlite3
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def redact(url: str) -> str:
