@@ -426,3 +426,24 @@ def test_a_restart_shows_the_readings_waiting_for_a_catch_up(db_url, predictor, 
             wait_for(lambda: queue_depth(c.get("/metrics").text) == 0, 30)
             assert [a["pending"] for a in c.get("/v1/assets").json()["items"]] == [0, 0]
             assert server.service.store.unpredicted(1) == []
+
+
+def test_a_failure_report_for_an_asset_deleted_meanwhile_is_a_404(live_server, tmp_path,
+                                                                   engines):
+    """A DELETE queued ahead of a failure report: the report finds no asset (it raised a
+    KeyError in the writer before, answered as a 500 'internal' with a traceback)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server = live_server(settings(str(tmp_path / "a.db")))
+    with httpx.Client(base_url=server.url, timeout=ANSWER_WITHIN) as c:
+        assert post(c, "e1", engines["e1"][:3]).status_code == 200
+        assert server.service.wait_predicted()  # no prediction batch joins the queue below
+        with ThreadPoolExecutor(2) as pool:
+            with HeldWriter(server.service):
+                gone = pool.submit(c.delete, "/v1/assets/e1")
+                wait_for(lambda: server.service.writer._queue.qsize() >= 1)
+                failed = pool.submit(c.post, "/v1/assets/e1/failure", json={"cycle": 3})
+                wait_for(lambda: server.service.writer._queue.qsize() >= 2)
+            assert gone.result().status_code == 204
+            r = failed.result()
+    assert r.status_code == 404 and r.json()["detail"][0]["type"] == "not_found", r.text

@@ -78,14 +78,14 @@ def score(
     t0 = time.perf_counter()
     try:
         run(write_all)
+        # with --cycles all, every asset's first window-1 rows carry the short-history
+        # warning: the summary counts an asset for its rows from a full window on
+        out = run(writer.commit, {"model_id": predictor.model_id, "cycles": cycles,
+                                  "input": str(input)},
+                  warnings_from_row=predictor.window if cycles == "all" else 1)
     except BaseException:  # an error or ^C: nothing that looks complete is left
         writer.abort()
         raise
-    # with --cycles all, every asset's first window-1 rows carry the short-history warning:
-    # the summary counts an asset for its rows from a full window on
-    out = writer.commit({"model_id": predictor.model_id, "cycles": cycles,
-                         "input": str(input)},
-                        warnings_from_row=predictor.window if cycles == "all" else 1)
     seconds = time.perf_counter() - t0
     typer.echo(f"scored {writer.rows:,} cycles in {seconds:.1f} s "
                f"({writer.rows / max(seconds, 1e-9):,.0f} a second) into {out} "

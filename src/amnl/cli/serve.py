@@ -123,6 +123,8 @@ def serve(
 
     from amnl.serve.app import create_app, server_config
 
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise fail(f"--log-level must be debug, info, warning or error, got {log_level!r}")
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: "
                                                         "%(message)s")
     inference = inference_config(runtime, precision, "cpu", threads)

@@ -14,6 +14,7 @@ so the output has about ``rows / PART_ROWS`` parts, whatever the size of the pie
 from __future__ import annotations
 
 import json
+import glob
 import os
 import shutil
 import socket
@@ -49,7 +50,7 @@ def stale_partials(out: Path) -> list[Path]:
     gone (a crashed or killed run); a folder without a host in its name (older amnl) counts
     as this host's."""
     stale = []
-    for folder in out.parent.glob(f"{out.name}.partial-*"):
+    for folder in out.parent.glob(f"{glob.escape(out.name)}.partial-*"):
         tag = folder.name[len(out.name) + len(".partial-"):]
         host, _, pid = tag.rpartition("-")
         if not pid.isdigit() or (host and host != _host()):

@@ -22,6 +22,7 @@ import csv
 import html
 import io
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -37,7 +38,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from amnl.features.labels import HEALTH_CLASSES
 from amnl.serve.db import PROBABILITY_COLUMNS as PROBABILITIES
 from amnl.serve.errors import ApiError
+from amnl.serve.alert_rules import STATES as ALERT_STATES
 from amnl.serve.responses import warnings
+from amnl.serve.schemas import ASSET_ID_PATTERN
 from amnl.serve.settings import MAX_CYCLE
 
 logger = logging.getLogger(__name__)
@@ -52,6 +55,9 @@ INPUT_ROWS = 10
 PAGE = 50
 #: Rows of the fleet CSV read and written at a time.
 CSV_CHUNK = 2000
+#: Fleet CSV downloads at a time: each holds a database connection and its snapshot until the
+#: client has read it all (a client that stops reading would keep them), so more are a 503.
+CSV_STREAMS = 2
 #: The share of the time the dashboard's thread may work, and the work it may do at once after
 #: a pause (seconds): in any T seconds it works at most RENDER_BURST + RENDER_SHARE * T plus
 #: one job (the last may overdraw), so it never takes more than about a tenth of one core,
@@ -295,7 +301,8 @@ def _offset(request: Request) -> int:
 
 def _fleet_query(request: Request) -> tuple[str | None, str | None, int]:
     """(search, state, offset) of a fleet page's query; an unknown state is ignored."""
-    q = (request.query_params.get("q") or "")[:64] or None
+    # no asset id holds a NUL, and PostgreSQL refuses one in text (a 500): dropped
+    q = (request.query_params.get("q") or "").replace("\x00", "")[:64] or None
     state = request.query_params.get("health") or None
     return q, state if state in FLEET_STATES else None, _offset(request)
 
@@ -307,6 +314,7 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
     env.filters.update(utc=utc, fixed=fixed, short=short)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     thread = RenderThread()
+    streams = {"open": 0}  # fleet CSV downloads under way
     summary = FleetSummary(service, thread)
 
     def page(name: str, status: int = 200, **context) -> HTMLResponse:
@@ -357,6 +365,9 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
     @app.get("/ui/fleet.csv", include_in_schema=False)
     async def fleet_csv(request: Request):
         q, state, offset = _fleet_query(request)
+        if streams["open"] >= CSV_STREAMS:
+            raise ApiError(503, [], f"{CSV_STREAMS} fleet downloads are under way; try again "
+                           "when one has finished", "busy")
         chunks = service.fleet_chunks(health=state, search=q, offset=offset, chunk=CSV_CHUNK)
 
         def next_chunk() -> str | None:
@@ -364,19 +375,21 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
             return None if rows is None else csv_rows(rows)
 
         async def body():
+            streams["open"] += 1  # counted while it runs (on the event loop's thread only)
             try:
                 yield ",".join(["asset_id", "cycle", "rul", "rul_lower", "rul_upper", "health",
                                 *PROBABILITIES, "pending", "failure_cycle", "warnings"]) + "\n"
                 while (text := await thread.run(next_chunk)) is not None:
                     yield text
             finally:  # also when the client goes away: the query ends on its own thread
+                streams["open"] -= 1
                 thread.later(chunks.close)
 
         return StreamingResponse(body(), media_type="text/csv", headers={
             "Content-Disposition": 'attachment; filename="fleet.csv"'})
 
     def asset_page(asset_id: str) -> HTMLResponse:
-        row = service.asset(asset_id)
+        row = service.asset(asset_id) if re.fullmatch(ASSET_ID_PATTERN, asset_id) else None
         if row is None:
             return HTMLResponse(f"<p>no asset {html.escape(asset_id[:64])}</p>", status_code=404)
         preds = service.predictions(asset_id)
@@ -409,7 +422,10 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
 
     @app.get("/ui/alerts", response_class=HTMLResponse, include_in_schema=False)
     async def alerts(request: Request):
-        return await thread.run(alerts_page, request.query_params.get("state", "open"))
+        state = request.query_params.get("state", "open")
+        # "" shows every alert; an unknown filter is ignored (open alerts)
+        return await thread.run(alerts_page, state if state in ("", "open", *ALERT_STATES)
+                                else "open")
 
     def drift_page() -> HTMLResponse:
         return page("drift.html", page="drift", title="Drift", drift=summary.get()["drift"],

@@ -272,7 +272,8 @@ class FleetService:
 
     def _catch_up(self, n: int) -> list[Job]:
         """Jobs for stored readings that have no prediction (after a restart or an overflow)."""
-        self.writer.wait_idle()
+        if not self.writer.wait_idle():  # what it has queued would be found again
+            raise RuntimeError("the writer is behind; catch-up waits (retried)")
         skip = self.batcher.skipped()  # queued, or set aside: not twice
         limit = n + len(skip)
         pending = self.store.unpredicted(limit)
@@ -444,7 +445,10 @@ class FleetService:
             raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
 
         def run(conn):
-            last = self.writer.entries[asset_id].state.last_cycle
+            entry = self.writer.entries.get(asset_id)
+            if entry is None:  # deleted while this waited in the writer's queue
+                raise ApiError(404, ["path", "asset_id"], f"no asset {asset_id}", "not_found")
+            last = entry.state.last_cycle
             if cycle < last:
                 raise ApiError(422, ["body", "cycle"], f"asset {asset_id} has readings up to "
                                f"cycle {last}; it cannot have failed at {cycle}", "cycle_order",

@@ -274,8 +274,8 @@ class Store:
         failed ones last; there ``health`` may also be ``failed``, and a health state means the
         live assets in it."""
         where = self._fleet_where(health, search, by_lower_bound)
-        order = FLEET_RANK if by_lower_bound else [assets.c.rul.is_(None), assets.c.rul,
-                                                   assets.c.asset_id]
+        order = (fleet_rank(health) if by_lower_bound
+                 else [assets.c.rul.is_(None), assets.c.rul, assets.c.asset_id])
         q = select(*_ASSET_COLUMNS).where(*where).order_by(*order).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             total = (conn.execute(select(func.count()).select_from(assets).where(*where))
@@ -289,7 +289,7 @@ class Store:
         the end, ``chunk`` rows at a time, from one query: one consistent snapshot however
         slowly it is read. Close the generator to end it early."""
         where = self._fleet_where(health, search, True)
-        q = select(*_ASSET_COLUMNS).where(*where).order_by(*FLEET_RANK).offset(offset)
+        q = select(*_ASSET_COLUMNS).where(*where).order_by(*fleet_rank(health)).offset(offset)
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
             for part in result.partitions():
@@ -376,6 +376,15 @@ _ASSET_COLUMNS = [c for c in assets.c if c.name not in ("state", "alert_state")]
 #: the database uses only for the same expressions.
 FLEET_RANK = [assets.c.failure_cycle.is_not(None), assets.c.rul.is_(None),
               func.coalesce(assets.c.rul_lower, assets.c.rul), assets.c.asset_id]
+
+
+
+def fleet_rank(health: str | None) -> list:
+    """The ranking's ORDER BY for a page of ``health`` (None: the whole fleet): with a state
+    the failed flag is fixed by the WHERE, and ordering by it too would make the database
+    sort the matching rows instead of reading them in the index's order."""
+    return FLEET_RANK if health is None else FLEET_RANK[1:]
+
 
 #: Column order of :func:`reading_row`'s tuples.
 READING_ROW = ["asset_id", "cycle", *READING_COLUMNS, "features", "received_at"]
