@@ -178,6 +178,31 @@ def test_errors_name_the_asset_not_its_place(cmapss_dir, tmp_path):
         assert not list(tmp_path.glob("out*"))
 
 
+@pytest.mark.needs_data
+def test_parquet_columns_that_are_not_numbers_are_named(cmapss_dir, tmp_path):
+    """A string or boolean sensor column, or a folder whose second file lacks a column: one
+    line naming the file and the column (a traceback, or a silent cast, before)."""
+    def as_text(cols, _rows_of):
+        cols["s_2"] = np.array([f"{v:.2f}" for v in cols["s_2"]])
+
+    def as_bool(cols, _rows_of):
+        cols["s_3"] = cols["s_3"] > 1590
+
+    for edit, want in [(as_text, "column s_2 holds string, not numbers"),
+                       (as_bool, "column s_3 holds bool, not numbers")]:
+        src = fleet_parquet(cmapss_dir, tmp_path / f"{edit.__name__}.parquet", edit=edit)
+        line = score_fails("-i", src, "-o", tmp_path / "out")
+        assert want in line and src.name in line, line
+    folder = tmp_path / "fleet"
+    folder.mkdir()
+    fleet_parquet(cmapss_dir, folder / "a.parquet", units=[31])
+    second = fleet_parquet(cmapss_dir, folder / "b.parquet", units=[32])
+    pq.write_table(pq.read_table(second).drop(["s_4"]), second)
+    line = score_fails("-i", folder, "-o", tmp_path / "out")
+    assert "b.parquet" in line and "column s_4 is missing" in line, line
+    assert not list(tmp_path.glob("out*"))
+
+
 def test_a_null_reading_is_named(tmp_path):
     from amnl.score.histories import check_assets
 

@@ -72,6 +72,8 @@ def _iter_parquet(p: Path, required: list[str], chunk_rows: int) -> Iterator[Pie
     buffer: list[tuple[np.ndarray, np.ndarray]] = []  # (asset names, values rows)
     rows = 0
     columns = [asset_col, "cycle", *present]
+    for f, r in zip(files, readers):
+        _check_types(f, r.schema_arrow, columns[1:])
     batches = (b for r in readers for g in range(r.num_row_groups)
                for b in r.read_row_group(g, columns=columns, use_threads=False)
                .to_batches(max_chunksize=chunk_rows))
@@ -95,6 +97,21 @@ def _iter_parquet(p: Path, required: list[str], chunk_rows: int) -> Iterator[Pie
     if rows:
         yield _piece(p, np.concatenate([a for a, _ in buffer]),
                      np.concatenate([v for _, v in buffer]), seen, required)
+
+
+def _check_types(f: Path, schema, numeric: list[str]) -> None:
+    """Every file of a folder has the first one's columns, and the cycle and the readings are
+    numbers there (a string or boolean column would be parsed or cast silently, or fail
+    deep in pyarrow)."""
+    import pyarrow as pa
+
+    for c in numeric:
+        if c not in schema.names:
+            raise DataError(f"column {c} is missing (the folder's first file has it)",
+                            path=str(f))
+        t = schema.field(c).type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+            raise DataError(f"column {c} holds {t}, not numbers", path=str(f))
 
 
 def _piece(p: Path, assets: np.ndarray, values: np.ndarray, seen: set[str],
