@@ -101,7 +101,7 @@ class AssetState:
             o += n
         fast, slow, base, ring, flags = parts
         return cls(rows, last, cond, fast, slow, base, ring.reshape(w, f),
-                   flags.astype(np.uint32) if version >= 2 else None)
+                   flags.astype(np.uint32, copy=False) if version >= 2 else None)
 
 
 class OnlineFeatures:

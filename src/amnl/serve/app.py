@@ -99,8 +99,9 @@ class _Limits:
             await send(message)
 
         try:
-            self._check_host(scope)
-            body = await self._body(scope, receive)
+            headers = dict(scope["headers"])
+            self._check_host(headers)
+            body = await self._body(headers, receive)
         except ApiError as exc:
             await _error(sending, exc, {"Connection": "close"} if exc.status == 408 else None)
         else:
@@ -118,10 +119,10 @@ class _Limits:
             scope["method"], getattr(route, "path", "unmatched"), str(status["code"])
         ).observe(time.perf_counter() - t0)
 
-    def _check_host(self, scope) -> None:
+    def _check_host(self, headers: dict) -> None:
         if self.hosts is None:
             return
-        host = dict(scope["headers"]).get(b"host")
+        host = headers.get(b"host")
         if host is None:  # HTTP/1.0 without one: no browser, no rebinding
             return
         name = host.decode("latin-1").lower()
@@ -132,10 +133,10 @@ class _Limits:
                            f"{name[:100]!r}; it answers {', '.join(sorted(self.hosts))} (add "
                            "one with --allowed-host)", "host_not_allowed")
 
-    async def _body(self, scope, receive) -> bytes | None:
+    async def _body(self, headers: dict, receive) -> bytes | None:
         """The whole body (None: the client left); an ApiError past the limit (413) or the
         body timeout (408)."""
-        length = dict(scope["headers"]).get(b"content-length")
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise _too_large(self.max_body)
         chunks, seen, more = [], 0, True

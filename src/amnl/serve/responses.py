@@ -39,10 +39,8 @@ def asset_out(row: dict) -> dict:
     predicted = row["predicted_cycle"]
     return {"asset_id": row["asset_id"], "first_cycle": row["first_cycle"],
             "last_cycle": row["last_cycle"], "n_readings": row["n_readings"],
-            # the service's count of readings without a prediction (FleetService.with_pending);
-            # else what follows the latest prediction
-            "pending": row["pending"] if "pending" in row else
-            row["last_cycle"] - (predicted if predicted is not None else row["first_cycle"] - 1),
+            # the service's count of readings without a prediction (FleetService.with_pending)
+            "pending": row["pending"],
             "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
             "failure_cycle": row.get("failure_cycle"),
             "prediction": prediction_out(row) if predicted is not None else None}
