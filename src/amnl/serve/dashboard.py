@@ -357,8 +357,7 @@ def register(app: FastAPI, service, asset_out, alert_out) -> None:
             w.writerow([r["asset_id"], r["last_cycle"],
                         *((r[k] if predicted and r[k] is not None else "")
                           for k in ("rul", "rul_lower", "rul_upper", "health", *PROBABILITIES)),
-                        r["last_cycle"] - (r["predicted_cycle"] if predicted
-                                           else r["first_cycle"] - 1),
+                        r["pending"],  # the service's count (FleetService.with_pending)
                         r["failure_cycle"] or "", "; ".join(warnings(r))])
         return buf.getvalue()
 
