@@ -56,10 +56,20 @@ class EngineTable:
     Attributes:
         path: where it was read from (for messages).
         values: float64 array (rows, 26) in :data:`COLUMNS` order.
+        names: the assets' own names by unit (unit ``u`` is ``names[u - 1]``), when the units
+            are places in a piece rather than the file's ids (``amnl score``); messages say
+            ``asset <name>`` then.
     """
 
     path: str
     values: np.ndarray
+    names: list[str] | None = None
+
+    def where(self, row: int) -> str:
+        """``unit <id> cycle <c>`` (or ``asset <name> cycle <c>``) of a row, for messages."""
+        u, c = int(self.values[row, 0]), int(self.values[row, 1])
+        who = f"unit {u}" if self.names is None else f"asset {self.names[u - 1]}"
+        return f"{who} cycle {c}"
 
     @property
     def unit(self) -> np.ndarray:

@@ -115,7 +115,7 @@ class Preprocessor:
         bad = ~np.isfinite(scaled)
         if bad.any():
             r, c = (int(i) for i in np.argwhere(bad)[0])
-            raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: "
+            raise DataError(f"{table.where(r)}: "
                             f"{self.feature_names[c]} ({raw[r, c]:g}) is not finite once scaled "
                             "by the training statistics", path=table.path, row=r)
         return cond, scaled
@@ -145,7 +145,7 @@ class Preprocessor:
         out = np.concatenate(parts, axis=1) if len(parts) > 1 else x
         if not np.isfinite(out).all():  # finite z-scores too large for the smoothing
             r = int(np.flatnonzero(~np.isfinite(out).all(1))[0])
-            raise DataError(f"unit {int(table.unit[r])} cycle {int(table.cycle[r])}: a smoothed "
+            raise DataError(f"{table.where(r)}: a smoothed "
                             "feature is not finite (a value too large for the smoothing)",
                             path=table.path, row=r)
         return out

@@ -45,7 +45,7 @@ def iter_fleet(path: str | os.PathLike, required: list[str], *,
         names = [str(int(u)) for u in table.units]
         values = table.values.copy()
         values[:, 0] = np.repeat(np.arange(1, len(names) + 1), table.lengths)
-        yield EngineTable(table.path, values), names
+        yield EngineTable(table.path, values, names), names
 
 
 def _parquet_files(p: Path) -> list[Path]:
@@ -128,7 +128,7 @@ def _piece(p: Path, assets: np.ndarray, values: np.ndarray, seen: set[str],
     lengths = np.diff(np.r_[starts, len(assets)])
     values[:, 0] = np.repeat(np.arange(1, len(names) + 1), lengths)
     check_assets(values, names, str(p), required)
-    return EngineTable(str(p), values), names
+    return EngineTable(str(p), values, names), names
 
 
 def check_columns(names: list[str], required: list[str], path: str) -> str:

@@ -46,12 +46,9 @@ def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict:
         raise DataError(f"--cycles must be all or last, got {cycles!r}")
     table, names = piece
     pre = predictor.preprocessor
-    try:
-        cond, scaled = pre.scale(table)
-        w = pre.windows(table, last_only=cycles == "last",
-                        first_end=0 if cycles == "all" else None, scaled=scaled)
-    except DataError as exc:
-        raise _naming_the_asset(exc, table, names) from None
+    cond, scaled = pre.scale(table)  # its errors name the asset (EngineTable.names)
+    w = pre.windows(table, last_only=cycles == "last",
+                    first_end=0 if cycles == "all" else None, scaled=scaled)
     rul = np.empty(len(w), np.float32)
     prob = np.empty((len(w), len(HEALTH_CLASSES)), np.float32)
     for b in range(0, len(w), WINDOW_BATCH):
@@ -76,19 +73,6 @@ def score_piece(predictor, piece: Piece, cycles: str = "all") -> dict:
     else:
         out["warnings"] = checks.windows_warnings(pre, predictor.config, table, cond, scaled, w)
     return out
-
-
-def _naming_the_asset(exc: DataError, table, names: list[str]) -> DataError:
-    """``exc`` about a row of ``table`` (``exc.row``), saying ``asset <name>`` where the
-    preprocessing said ``unit <its place in the piece>``."""
-    if exc.row is None:
-        return exc
-    place = int(table.unit[exc.row])
-    said = f"unit {place} cycle"
-    message = str(exc)
-    if said not in message:
-        return exc
-    return DataError(message.replace(said, f"asset {names[place - 1]} cycle", 1))
 
 
 def score_local(predictor, pieces: Iterator[Piece], cycles: str = "all") -> Iterator[dict]:

@@ -76,7 +76,7 @@ class ScoreAssets:
         values = values[order]
         asset = str(group.column("asset")[0].as_py())
         check_assets(values, [asset], self.path, self.required)
-        out = score_piece(self.predictor, (EngineTable(self.path, values), [asset]),
+        out = score_piece(self.predictor, (EngineTable(self.path, values, [asset]), [asset]),
                           self.cycles)
         return to_arrow(out)
 
