@@ -513,7 +513,7 @@ class FleetService:
         each survives any failure of a step, so this is a bug or an interpreter's exit."""
         threads = {"writer": self.writer.alive, "batcher": self.batcher.alive}
         if self.webhooks is not None:
-            threads["webhooks"] = self.webhooks._thread.is_alive()
+            threads["webhooks"] = self.webhooks.alive  # its dispatcher and workers
         for name, alive in threads.items():
             self.metrics.thread_alive.labels(name).set(int(alive))
         return [name for name, alive in threads.items() if not alive]

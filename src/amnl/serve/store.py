@@ -135,37 +135,20 @@ class Store:
         return {int(r[0]): np.array([np.nan if v is None else v for v in r[1:]], np.float64)
                 for r in rows}
 
-    def load_assets(self) -> list[StoredAsset]:
-        """Every asset's snapshot: a restart resumes from these, O(assets)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(select(assets.c.asset_id, assets.c.first_cycle,
-                                       assets.c.last_cycle, assets.c.n_readings,
-                                       assets.c.state, assets.c.alert_state,
-                                       assets.c.failure_cycle)).all()
-        return [StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
-                            None if r[6] is None else int(r[6])) for r in rows]
-
     def iter_assets(self, chunk: int = 1000) -> Iterator[StoredAsset]:
         """Every asset's snapshot, one at a time (a bounded restart keeps only some states)."""
-        q = select(assets.c.asset_id, assets.c.first_cycle, assets.c.last_cycle,
-                   assets.c.n_readings, assets.c.state, assets.c.alert_state,
-                   assets.c.failure_cycle)
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(q)
+            result = (conn.execution_options(stream_results=True, yield_per=chunk)
+                      .execute(select(*_SNAPSHOT_COLUMNS)))
             for r in result:
-                yield StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
-                                  None if r[6] is None else int(r[6]))
+                yield _stored_asset(r)
 
     def load_asset(self, asset_id: str) -> StoredAsset | None:
         """One asset's snapshot (an asset the service does not hold in memory)."""
         with self.engine.connect() as conn:
-            r = conn.execute(select(assets.c.asset_id, assets.c.first_cycle,
-                                    assets.c.last_cycle, assets.c.n_readings, assets.c.state,
-                                    assets.c.alert_state, assets.c.failure_cycle)
+            r = conn.execute(select(*_SNAPSHOT_COLUMNS)
                              .where(assets.c.asset_id == asset_id)).first()
-        return None if r is None else StoredAsset(
-            r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
-            None if r[6] is None else int(r[6]))
+        return None if r is None else _stored_asset(r)
 
     def predictions_after(self, asset_cycles: dict[str, int]) -> dict[str, list[dict]]:
         """Each asset's stored predictions after a cycle (alert evaluation resumes there)."""
@@ -366,6 +349,17 @@ class Store:
         """Raises when the database cannot be reached."""
         with self.engine.connect() as conn:
             conn.execute(select(1)).scalar_one()
+
+
+#: What a restart (or a reload of an evicted asset) reads of an asset: :class:`StoredAsset`.
+_SNAPSHOT_COLUMNS = [assets.c[c] for c in ("asset_id", "first_cycle", "last_cycle",
+                                           "n_readings", "state", "alert_state",
+                                           "failure_cycle")]
+
+
+def _stored_asset(r) -> StoredAsset:
+    return StoredAsset(r[0], int(r[1]), int(r[2]), int(r[3]), bytes(r[4]), r[5],
+                       None if r[6] is None else int(r[6]))
 
 
 #: What the reads of an asset return: every column but the snapshots.

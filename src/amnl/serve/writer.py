@@ -189,7 +189,7 @@ class Writer:
         store: the database.
         online: the model's streaming preprocessing.
         model_id: stored with every prediction.
-        entries: the assets loaded at start (:meth:`amnl.serve.store.Store.load_assets`), as
+        entries: the assets loaded at start (:meth:`amnl.serve.store.Store.iter_assets`), as
             :class:`Entries` (a bound on memory; the others are loaded when used) or a dict
             (all of them, no bound).
         on_commit: called after each commit with the prediction jobs of the new readings, and
